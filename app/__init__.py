@@ -1,0 +1,4 @@
+"""Notification service core: settings, database, schemas, the Flask API and auth.
+
+The Flask app comes from ``app.factory.create_app``; importing this package starts nothing.
+"""

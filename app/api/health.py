@@ -1,0 +1,51 @@
+"""Liveness and readiness: unauthenticated, for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+from sqlalchemy import text
+
+from app.schemas import HealthCheck
+from app.services import services
+
+blueprint = Blueprint("health", __name__)
+
+
+def _checks() -> dict[str, str]:
+    found = services()
+    checks = {}
+    try:
+        with found.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["postgres"] = "ok"
+    except Exception:
+        checks["postgres"] = "unreachable"
+    try:
+        found.redis.ping()
+        checks["redis"] = "ok"
+    except Exception:
+        checks["redis"] = "unreachable"
+    return checks
+
+
+def _report(checks: dict[str, str]) -> Response:
+    healthy = all(v == "ok" for v in checks.values())
+    body = HealthCheck(status="ok" if healthy else "unavailable", checks=checks)
+    return Response(body.model_dump_json(), 200 if healthy else 503, mimetype="application/json")
+
+
+@blueprint.get("")
+def health() -> Response:
+    return _report(_checks())
+
+
+@blueprint.get("/live")
+def live() -> Response:
+    """The process answers: nothing else is checked, so a database outage restarts nothing."""
+    return _report({})
+
+
+@blueprint.get("/ready")
+def ready() -> Response:
+    """503 naming each dependency that cannot be reached."""
+    return _report(_checks())

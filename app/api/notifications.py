@@ -1,0 +1,144 @@
+"""``/api/v1/notifications``: submit, read, list and cancel notifications."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, TypeVar
+
+from flask import Blueprint, Response, g, request, url_for
+from pydantic import BaseModel, ValidationError
+
+from app import notifications
+from app.auth import require_api_key
+from app.errors import ApiError
+from app.schemas import (
+    CancelResult,
+    FieldError,
+    ListQuery,
+    NotificationCreate,
+    NotificationId,
+    NotificationPage,
+    NotificationView,
+    missing_recipients,
+)
+from app.services import services
+
+blueprint = Blueprint("notifications", __name__)
+
+M = TypeVar("M", bound=BaseModel)
+
+IDEMPOTENCY_KEY_MAX = 255
+
+
+blueprint.before_request(require_api_key)
+
+
+@blueprint.post("")
+def submit() -> Response:
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json.")
+    try:
+        body = NotificationCreate.model_validate_json(request.get_data())
+    except ValidationError as exc:
+        raise ApiError.from_validation(exc) from None
+    problems = missing_recipients(body) + _unavailable_channels(body)
+    if problems:
+        raise ApiError.invalid(problems)
+    idempotency_key = request.headers.get("Idempotency-Key")
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
+        raise ApiError.invalid(
+            [FieldError(field="Idempotency-Key", rule="length", message="1 to 255 characters")],
+            where="request headers",
+        )
+    try:
+        accepted = notifications.accept(services().engine, g.api_key_id, body, idempotency_key)
+    except notifications.IdempotencyConflict:
+        raise ApiError(
+            409,
+            "idempotency_key_reused",
+            "This Idempotency-Key was used with a different request body.",
+        ) from None
+    response = _json(NotificationView, accepted.notification, 202)
+    response.headers["Location"] = url_for(
+        ".read", notification_id=accepted.notification["id"], _external=False
+    )
+    if accepted.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+@blueprint.get("/<notification_id>")
+def read(notification_id: str) -> Response:
+    found = notifications.get(services().engine, _parse_id(notification_id))
+    if found is None:
+        raise ApiError(404, "not_found", "No notification has this id.")
+    return _json(NotificationView, found)
+
+
+@blueprint.get("")
+def list_notifications() -> Response:
+    query = _validate(ListQuery, dict(request.args), where="query string")
+    cursor = None
+    if query.cursor is not None:
+        try:
+            cursor = notifications.decode_cursor(query.cursor)
+        except ValueError:
+            raise ApiError.invalid(
+                [FieldError(field="cursor", rule="cursor", message="not a cursor from this API")],
+                where="query string",
+            ) from None
+    filters = notifications.ListFilters(
+        status=query.status and query.status.value,
+        channel=query.channel and query.channel.value,
+        type=query.type and query.type.value,
+        created_after=query.created_after,
+        created_before=query.created_before,
+        cursor=cursor,
+        limit=query.limit,
+    )
+    items, next_cursor = notifications.list_(services().engine, filters)
+    return _json(NotificationPage, {"items": items, "nextCursor": next_cursor})
+
+
+@blueprint.post("/<notification_id>/cancel")
+def cancel(notification_id: str) -> Response:
+    found, cancelled = notifications.cancel(services().engine, _parse_id(notification_id))
+    if found is None:
+        raise ApiError(404, "not_found", "No notification has this id.")
+    if cancelled == 0:
+        raise ApiError(
+            409, "not_cancellable", "Every delivery is already sending or finished."
+        )
+    return _json(CancelResult, {"cancelled": cancelled, "notification": found})
+
+
+def _unavailable_channels(body: NotificationCreate) -> list[FieldError]:
+    available = services().available_channels
+    return [
+        FieldError(
+            field=f"channels[{index}]",
+            rule="channel_unavailable",
+            message=f"channel {channel.value} has no provider configured on this service",
+        )
+        for index, channel in enumerate(body.channels)
+        if channel not in available
+    ]
+
+
+def _parse_id(raw: str) -> uuid.UUID:
+    return _validate(NotificationId, {"id": raw}, where="path").id
+
+
+def _validate(model: type[M], data: dict[str, Any], where: str) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError.from_validation(exc, where) from None
+
+
+def _json(model: type[BaseModel], data: Any, status: int = 200) -> Response:
+    return Response(
+        model.model_validate(data).model_dump_json(by_alias=True),
+        status=status,
+        mimetype="application/json",
+    )

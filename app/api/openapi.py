@@ -1,0 +1,143 @@
+"""``/api/v1/openapi.json``: the OpenAPI 3.1 document, generated from the schemas the API uses."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from app.auth import require_api_key
+from app.schemas import (
+    CancelResult,
+    ErrorBody,
+    HealthCheck,
+    ListQuery,
+    NotificationCreate,
+    NotificationPage,
+    NotificationView,
+)
+
+blueprint = Blueprint("openapi", __name__)
+blueprint.before_request(require_api_key)
+
+_REF = "#/components/schemas/{model}"
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": _REF.format(model=model.__name__)}
+
+
+def _content(model: type[BaseModel]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": _ref(model)}}}
+
+
+def _responses(ok: int, model: type[BaseModel], *errors: int) -> dict[str, Any]:
+    responses: dict[str, Any] = {str(ok): {"description": "Success", **_content(model)}}
+    for status in errors:
+        responses[str(status)] = {"description": "Error", **_content(ErrorBody)}
+    return responses
+
+
+_ID_PARAM = {
+    "name": "notification_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+}
+
+
+def _health(summary: str) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "security": [],
+            "responses": {
+                "200": {"description": "Healthy", **_content(HealthCheck)},
+                "503": {"description": "A dependency is unreachable", **_content(HealthCheck)},
+            },
+        }
+    }
+
+
+@cache
+def document() -> dict[str, Any]:
+    _, schemas = models_json_schema(
+        [
+            (NotificationCreate, "validation"),
+            (NotificationView, "serialization"),
+            (NotificationPage, "serialization"),
+            (CancelResult, "serialization"),
+            (HealthCheck, "serialization"),
+            (ErrorBody, "serialization"),
+        ],
+        by_alias=True,
+        ref_template=_REF,
+    )
+    query_schema = ListQuery.model_json_schema()
+    list_params = [
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        for name, schema in query_schema["properties"].items()
+    ]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Notification service", "version": "1"},
+        "components": {
+            "schemas": schemas["$defs"],
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"apiKey": []}],
+        "paths": {
+            "/api/v1/notifications": {
+                "post": {
+                    "summary": "Submit a notification for delivery on one or more channels",
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                        }
+                    ],
+                    "requestBody": {"required": True, **_content(NotificationCreate)},
+                    "responses": _responses(202, NotificationView, 400, 401, 409, 413, 415, 422),
+                },
+                "get": {
+                    "summary": "List notifications, newest first, with keyset pagination",
+                    "parameters": list_params,
+                    "responses": _responses(200, NotificationPage, 401, 422),
+                },
+            },
+            "/api/v1/notifications/{notification_id}": {
+                "get": {
+                    "summary": "One notification with the status of each delivery",
+                    "parameters": [_ID_PARAM],
+                    "responses": _responses(200, NotificationView, 401, 404, 422),
+                }
+            },
+            "/api/v1/notifications/{notification_id}/cancel": {
+                "post": {
+                    "summary": "Cancel the deliveries that have not been sent yet",
+                    "parameters": [_ID_PARAM],
+                    "responses": _responses(200, CancelResult, 401, 404, 409, 422),
+                }
+            },
+            "/api/v1/health": _health("Overall health: PostgreSQL and Redis reachable"),
+            "/api/v1/health/live": _health("The process is up"),
+            "/api/v1/health/ready": _health("Ready to serve: PostgreSQL and Redis reachable"),
+            "/api/v1/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": {"description": "OpenAPI document"}},
+                }
+            },
+        },
+    }
+
+
+@blueprint.get("/openapi.json")
+def openapi_json() -> ResponseReturnValue:
+    return jsonify(document())

@@ -1,0 +1,186 @@
+"""``notification-service``: one console script, one subcommand per process kind."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from app.domain import Channel
+from app.logs import configure_logging
+from app.settings import Settings, mask_url
+
+ALL_QUEUES = ",".join(channel.queue for channel in Channel)
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from app.db import migrate
+
+    migrate(settings.database_url)
+    print(f"schema is up to date in {mask_url(settings.database_url)}")
+    return 0
+
+
+def cmd_create_api_key(settings: Settings, args: argparse.Namespace) -> int:
+    from app.auth import create_api_key
+    from app.db import make_engine
+
+    engine = make_engine(settings, pool_size=1)
+    issued = create_api_key(engine, args.name)
+    engine.dispose()
+    print(f"API key {issued.id} ({issued.name}) created; it is shown only once:")
+    print(issued.key)
+    return 0
+
+
+def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    from app.factory import create_app
+
+    class _Gunicorn(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{args.host}:{args.port}")
+            self.cfg.set("workers", settings.api_workers)
+            # gthread: each worker serves many slow clients (and WebSockets) on threads.
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", settings.api_threads)
+            self.cfg.set("graceful_timeout", 20)
+            self.cfg.set("accesslog", "-")
+
+        def load(self):  # type: ignore[no-untyped-def]
+            return create_app(settings)
+
+    _Gunicorn().run()
+    return 0
+
+
+def cmd_relay(settings: Settings, _args: argparse.Namespace) -> int:
+    from relay.main import main
+
+    main(settings)
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from tasks.celery import app as celery
+
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    unknown = set(queues) - {c.queue for c in Channel}
+    if unknown:
+        print(f"unknown queue(s): {', '.join(sorted(unknown))}; known: {ALL_QUEUES}", file=sys.stderr)
+        return 2
+    celery.worker_main(
+        [
+            "worker",
+            f"--queues={','.join(queues)}",
+            f"--pool={settings.worker_pool}",
+            f"--concurrency={settings.worker_concurrency}",
+            f"--loglevel={settings.log_level}",
+            f"--hostname={'+'.join(queues)}@%h",
+        ]
+    )
+    return 0
+
+
+def cmd_flower(settings: Settings, _args: argparse.Namespace) -> int:
+    # Flower reads FLOWER_BASIC_AUTH from the environment itself, which keeps the password out
+    # of the process list.
+    argv = [sys.executable, "-m", "celery", "-A", "tasks", "flower", f"--port={settings.flower_port}"]
+    os.execvp(argv[0], argv)
+
+
+def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
+    """Everything in the foreground: API, relay, workers for every queue, Flower."""
+    from app.auth import create_api_key
+    from app.db import make_engine, migrate
+
+    migrate(settings.database_url)
+    engine = make_engine(settings, pool_size=1)
+    issued = create_api_key(engine, "dev")
+    engine.dispose()
+    me = [sys.executable, "-m", "app.cli"]
+    commands = {
+        "api": me + ["api", "--host", args.host, "--port", str(args.port)],
+        "relay": me + ["relay"],
+        "worker": me + ["worker", "--queues", ALL_QUEUES],
+        "flower": me + ["flower"],
+    }
+    children = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
+    print(
+        f"\nNotification service running:\n"
+        f"  API     http://{'localhost' if args.host == '0.0.0.0' else args.host}:{args.port}/api/v1\n"
+        f"  Flower  http://localhost:{settings.flower_port}\n"
+        f"  API key {issued.key}\n"
+        f"Ctrl-C stops everything.\n",
+        flush=True,
+    )
+    status = 0
+    try:
+        while True:
+            for name, child in children.items():
+                if child.poll() is not None:
+                    print(f"{name} exited with {child.returncode}; stopping", file=sys.stderr)
+                    status = 1
+                    raise KeyboardInterrupt
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for child in children.values():
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+    return status
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="notification-service", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="create the database if needed and apply migrations")
+    key = sub.add_parser("create-api-key", help="issue an API key (printed on the last line)")
+    key.add_argument("--name", required=True)
+    for name, help_text in (("api", "serve the HTTP API with gunicorn"), ("dev", "run everything")):
+        serve = sub.add_parser(name, help=help_text)
+        serve.add_argument("--host", default=None)
+        serve.add_argument("--port", type=int, default=None)
+    sub.add_parser("relay", help="run the outbox relay and sweeper")
+    worker = sub.add_parser("worker", help="run a Celery worker")
+    worker.add_argument("--queues", default=ALL_QUEUES, help=f"comma-separated, of {ALL_QUEUES}")
+    sub.add_parser("flower", help="run Flower, the Celery monitor")
+    return p
+
+
+COMMANDS = {
+    "migrate": cmd_migrate,
+    "create-api-key": cmd_create_api_key,
+    "api": cmd_api,
+    "relay": cmd_relay,
+    "worker": cmd_worker,
+    "flower": cmd_flower,
+    "dev": cmd_dev,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = Settings.from_env()
+    if getattr(args, "host", None) is None and args.command in ("api", "dev"):
+        args.host = settings.api_host
+    if getattr(args, "port", None) is None and args.command in ("api", "dev"):
+        args.port = settings.api_port
+    configure_logging(settings)
+    return COMMANDS[args.command](settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Database engine, the schema's migrations, and the one way to open a transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.engine import URL, make_url
+
+from app.settings import Settings
+
+
+def sqlalchemy_url(database_url: str) -> URL:
+    """DATABASE_URL as SQLAlchemy should open it: always through psycopg2, the chosen driver
+    (SQLAlchemy 2.1 would pick psycopg 3 for a bare ``postgresql://``)."""
+    return make_url(database_url).set(drivername="postgresql+psycopg2")
+
+
+def make_engine(settings: Settings, *, pool_size: int = 5) -> Engine:
+    return create_engine(
+        sqlalchemy_url(settings.database_url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 5, "application_name": "notification-service"},
+    )
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """One unit of work: commits when the block ends, rolls back if it raises."""
+    with engine.begin() as conn:
+        yield conn
+
+
+def ensure_database(database_url: str) -> bool:
+    """Create the database named in the URL if it is missing. Returns True if created."""
+    url = sqlalchemy_url(database_url)
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.scalar(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database}
+            )
+            if exists:
+                return False
+            quoted = conn.dialect.identifier_preparer.quote(url.database)
+            conn.execute(text(f"CREATE DATABASE {quoted}"))
+            return True
+    finally:
+        admin.dispose()
+
+
+def migrate(database_url: str) -> None:
+    """Create the database if needed and bring its schema to the newest revision (idempotent)."""
+    ensure_database(database_url)
+    migrations = resources.files("migrations")
+    config = Config(str(migrations / "alembic.ini"))
+    config.set_main_option("script_location", str(migrations))
+    config.set_main_option("version_locations", str(migrations / "versions"))
+    # ConfigParser treats % as interpolation; a URL-encoded password may contain one.
+    url = sqlalchemy_url(database_url).render_as_string(hide_password=False)
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(config, "head")

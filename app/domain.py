@@ -1,0 +1,75 @@
+"""The service's vocabulary: channels, priorities, types and delivery statuses."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Channel(StrEnum):
+    EMAIL = "EMAIL"
+    PUSH = "PUSH"
+    SMS = "SMS"
+    WEBHOOK = "WEBHOOK"
+    IN_APP = "IN_APP"
+
+    @property
+    def queue(self) -> str:
+        """The Celery queue (and Redis list) that carries this channel's deliveries."""
+        return self.value.lower().replace("_", "")
+
+
+class Priority(StrEnum):
+    HIGH = "HIGH"
+    NORMAL = "NORMAL"
+    LOW = "LOW"
+
+    @property
+    def rank(self) -> int:
+        """Outbox ordering and Celery message priority: on Redis, 0 is served first."""
+        return _PRIORITY_RANK[self]
+
+    @classmethod
+    def from_rank(cls, rank: int) -> Priority:
+        return _RANK_PRIORITY[rank]
+
+
+_PRIORITY_RANK = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
+_RANK_PRIORITY = {rank: priority for priority, rank in _PRIORITY_RANK.items()}
+
+
+class NotificationType(StrEnum):
+    TRANSACTIONAL = "TRANSACTIONAL"
+    MARKETING = "MARKETING"
+    SYSTEM = "SYSTEM"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "PENDING"
+    QUEUED = "QUEUED"
+    SENDING = "SENDING"
+    RETRYING = "RETRYING"
+    SENT = "SENT"
+    FAILED = "FAILED"
+    EXPIRED = "EXPIRED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.EXPIRED, DeliveryStatus.CANCELLED}
+)
+
+
+class NotificationStatus(StrEnum):
+    """A notification's status, derived from its deliveries (see app/notifications.py)."""
+
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    SENT = "SENT"
+    PARTIALLY_SENT = "PARTIALLY_SENT"
+    FAILED = "FAILED"
+    EXPIRED = "EXPIRED"
+    CANCELLED = "CANCELLED"

@@ -1,0 +1,84 @@
+"""The one error shape of the API: ``{"error": {"code", "message", "fields": [...]}}``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from flask import Flask, Response
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from app.schemas import ErrorBody, ErrorDetail, FieldError
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error the caller can act on; rendered as the error document with ``status``."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        fields: Sequence[FieldError] = (),
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.fields = list(fields)
+        self.headers = headers or {}
+
+    @classmethod
+    def invalid(cls, fields: Sequence[FieldError], where: str = "request body") -> ApiError:
+        return cls(422, "validation_failed", f"The {where} is invalid.", fields)
+
+    @classmethod
+    def from_validation(cls, exc: ValidationError, where: str = "request body") -> ApiError:
+        fields = [
+            FieldError(field=_location(err["loc"]), rule=err["type"], message=err["msg"])
+            for err in exc.errors(include_url=False, include_input=False)
+        ]
+        if any(f.rule == "json_invalid" for f in fields):
+            return cls(400, "malformed_json", "The request body is not valid JSON.", fields)
+        if any(f.rule == "model_type" and not f.field for f in fields):
+            return cls(400, "malformed_json", "The request body must be a JSON object.", fields)
+        return cls.invalid(fields, where)
+
+
+def _location(loc: Sequence[Any]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def error_response(error: ApiError) -> Response:
+    body = ErrorBody(error=ErrorDetail(code=error.code, message=error.message, fields=error.fields))
+    response = Response(body.model_dump_json(), status=error.status, mimetype="application/json")
+    response.headers.update(error.headers)
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(error: ApiError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Response:
+        code = (error.name or "error").lower().replace(" ", "_")
+        response = error_response(ApiError(error.code or 500, code, error.description or ""))
+        if error.code == 405 and error.response is None:
+            response.headers["Allow"] = ", ".join(getattr(error, "valid_methods", None) or [])
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        # Logged with its traceback for operators; the caller sees no internals.
+        log.exception("unhandled error")
+        return error_response(ApiError(500, "internal_error", "An internal error occurred."))

@@ -1,0 +1,174 @@
+"""The guarded delivery status transitions, each written once.
+
+Statuses move forward only: every UPDATE names the statuses it may leave (``WHERE status IN``),
+so a duplicate task, a re-driven task and a cancel racing each other cannot both win. Every
+change is audited by the ``delivery_status_audit`` trigger (migration 0001).
+
+    PENDING → QUEUED (relay) → SENDING (worker) → SENT | FAILED | RETRYING → SENDING …
+    PENDING | QUEUED | RETRYING → CANCELLED (API) ; → EXPIRED (worker, at claim)
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from app.domain import DeliveryStatus, Priority
+
+# Redis delivers at least once and the sweeper may re-drive, so two tasks can carry the same
+# delivery id. Only the task whose UPDATE moves the row to SENDING may call the provider; the
+# other finds no row and does nothing. A SENDING row older than the lease belongs to a worker
+# that died mid-send and may be taken over. Expiry is decided here too, so nothing expired is
+# ever handed to a provider.
+_CLAIM_FOR_SENDING = text(
+    """
+    UPDATE delivery d
+    SET status = CASE WHEN n.expires_at <= now() THEN 'EXPIRED' ELSE 'SENDING' END,
+        attempts = d.attempts + CASE WHEN n.expires_at <= now() THEN 0 ELSE 1 END,
+        error_code = CASE WHEN n.expires_at <= now() THEN 'expired' ELSE d.error_code END,
+        last_error = CASE WHEN n.expires_at <= now()
+                          THEN 'expiresAt passed before the delivery could be sent'
+                          ELSE d.last_error END,
+        next_attempt_at = NULL,
+        updated_at = now()
+    FROM notification n
+    WHERE n.id = d.notification_id
+      AND d.id = ANY(CAST(:ids AS uuid[]))
+      AND (d.status IN ('PENDING', 'QUEUED', 'RETRYING')
+           OR (d.status = 'SENDING' AND d.updated_at < now() - make_interval(secs => :lease)))
+    RETURNING d.id, d.status, d.attempts, d.channel, d.notification_id, n.type, n.priority,
+              n.recipient_email, n.recipient_phone, n.user_id, n.device_tokens, n.webhook_url,
+              n.subject, n.body, n.html_body, n.data, n.created_at
+    """
+)
+
+# One statement records every outcome of a task. Only the holder of SENDING may record; a late
+# success also wins over the sweeper's RETRYING, because the provider did accept it.
+_RECORD_OUTCOMES = text(
+    """
+    UPDATE delivery d
+    SET status = v.status,
+        provider_message_id = COALESCE(v.provider_message_id, d.provider_message_id),
+        error_code = v.error_code,
+        last_error = COALESCE(v.error, d.last_error),
+        next_attempt_at = CASE WHEN v.status = 'RETRYING'
+                               THEN now() + make_interval(secs => v.delay) END,
+        sent_at = CASE WHEN v.status = 'SENT' THEN now() END,
+        updated_at = now()
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]),
+                CAST(:provider_message_ids AS text[]), CAST(:error_codes AS text[]),
+                CAST(:errors AS text[]), CAST(:delays AS float8[]))
+         AS v(id, status, provider_message_id, error_code, error, delay)
+    WHERE d.id = v.id
+      AND (d.status = 'SENDING' OR (v.status = 'SENT' AND d.status = 'RETRYING'))
+    RETURNING d.id, d.status
+    """
+)
+
+_CANCEL = text(
+    """
+    UPDATE delivery
+    SET status = 'CANCELLED', error_code = 'cancelled', last_error = 'cancelled by the caller',
+        next_attempt_at = NULL, updated_at = now()
+    WHERE notification_id = :notification_id AND status IN ('PENDING', 'QUEUED', 'RETRYING')
+    RETURNING id
+    """
+)
+
+# Re-drives deliveries that the broker or a worker lost: anything in flight past its lease gets
+# a fresh outbox row. A SENDING row past its lease means its worker died mid-send: that attempt
+# counts as a retryable failure (or the final failure once attempts are used up). Renewing
+# updated_at is the lease: the same delivery is not re-driven again before another lease passes.
+_SWEEP = text(
+    """
+    WITH stale AS (
+        SELECT id FROM delivery
+        WHERE status IN ('QUEUED', 'SENDING', 'RETRYING')
+          AND GREATEST(updated_at, COALESCE(next_attempt_at, updated_at))
+              < now() - make_interval(secs => :lease)
+        ORDER BY updated_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ), swept AS (
+        UPDATE delivery d
+        SET status = CASE WHEN d.status <> 'SENDING' THEN d.status
+                          WHEN d.attempts >= :max_attempts THEN 'FAILED'
+                          ELSE 'RETRYING' END,
+            error_code = CASE WHEN d.status = 'SENDING' THEN 'worker_lost' ELSE d.error_code END,
+            last_error = CASE WHEN d.status = 'SENDING'
+                              THEN 'worker stopped mid-send; lease expired'
+                              ELSE d.last_error END,
+            next_attempt_at = NULL,
+            updated_at = now()
+        FROM stale WHERE d.id = stale.id
+        RETURNING d.id, d.status, d.channel, d.notification_id
+    )
+    INSERT INTO outbox_event (delivery_id, channel, priority)
+    SELECT s.id, s.channel, array_position(CAST(:priority_order AS text[]), n.priority) - 1
+    FROM swept s JOIN notification n ON n.id = s.notification_id
+    WHERE s.status <> 'FAILED'
+    RETURNING delivery_id
+    """
+)
+
+PRIORITY_ORDER = sorted((p.value for p in Priority), key=lambda p: Priority(p).rank)
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What the worker learned about one delivery, ready to be recorded."""
+
+    delivery_id: uuid.UUID
+    status: DeliveryStatus
+    provider_message_id: str | None = None
+    error_code: str | None = None
+    error: str | None = None
+    retry_in_seconds: float | None = None
+
+
+def claim_for_sending(
+    conn: Connection, delivery_ids: Sequence[uuid.UUID | str], lease_seconds: float
+) -> list[Any]:
+    """Rows this task now owns (status SENDING) or just expired (status EXPIRED)."""
+    ids = [str(i) for i in delivery_ids]
+    return list(conn.execute(_CLAIM_FOR_SENDING, {"ids": ids, "lease": lease_seconds}))
+
+
+def record_outcomes(conn: Connection, outcomes: Sequence[DeliveryResult]) -> dict[uuid.UUID, str]:
+    """Record every outcome in one statement; returns the statuses that were applied."""
+    if not outcomes:
+        return {}
+    rows = conn.execute(
+        _RECORD_OUTCOMES,
+        {
+            "ids": [str(o.delivery_id) for o in outcomes],
+            "statuses": [o.status.value for o in outcomes],
+            "provider_message_ids": [o.provider_message_id for o in outcomes],
+            "error_codes": [o.error_code for o in outcomes],
+            "errors": [o.error for o in outcomes],
+            "delays": [o.retry_in_seconds or 0.0 for o in outcomes],
+        },
+    )
+    return {row.id: row.status for row in rows}
+
+
+def cancel(conn: Connection, notification_id: uuid.UUID) -> list[uuid.UUID]:
+    return [row.id for row in conn.execute(_CANCEL, {"notification_id": str(notification_id)})]
+
+
+def sweep(conn: Connection, *, lease_seconds: float, max_attempts: int, limit: int) -> int:
+    """Re-drive up to ``limit`` stale deliveries through the outbox; returns how many."""
+    rows = conn.execute(
+        _SWEEP,
+        {
+            "lease": lease_seconds,
+            "max_attempts": max_attempts,
+            "limit": limit,
+            "priority_order": PRIORITY_ORDER,
+        },
+    )
+    return len(rows.all())

@@ -1,0 +1,1 @@
+"""The outbox relay: claim due outbox rows, publish them to Celery, mark them, commit."""

@@ -1,0 +1,124 @@
+"""The relay process: wake on NOTIFY (or the poll interval), drain due outbox rows, sweep."""
+
+from __future__ import annotations
+
+import logging
+import select
+import signal
+import threading
+import time
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+from celery import Celery
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+
+from app.db import make_engine, transaction
+from app.notifications import OUTBOX_WAKE_CHANNEL
+from app.settings import Settings
+from relay.claim import claim_due
+from relay.publish import publish
+from relay.sweeper import sweep_once
+
+log = logging.getLogger(__name__)
+
+
+def dispatch_batch(engine: Engine, celery: Celery, settings: Settings) -> int:
+    """Claim, publish and mark one batch in one transaction; returns rows dispatched."""
+    with transaction(engine) as conn:
+        events = claim_due(conn, settings.relay_batch_size)
+        if events:
+            # Published before the commit: if this process dies now, the rows roll back to
+            # PENDING and are published again; the worker's guarded claim absorbs the duplicate.
+            publish(celery, events, settings.relay_task_chunk)
+    return len(events)
+
+
+class Listener:
+    """A LISTEN connection that survives PostgreSQL restarts (it reconnects on next wait)."""
+
+    def __init__(self, database_url: str) -> None:
+        url = make_url(database_url).set(drivername="postgresql")
+        self._dsn = url.render_as_string(hide_password=False)
+        self._conn: Any = None
+
+    def wait(self, timeout: float, stop: threading.Event) -> bool:
+        """Block until a NOTIFY arrives, ``timeout`` passes or ``stop`` is set. True if notified."""
+        deadline = time.monotonic() + timeout
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                conn = self._connection()
+                readable, _, _ = select.select([conn], [], [], min(remaining, 0.5))
+                if readable:
+                    conn.poll()
+                    if conn.notifies:
+                        conn.notifies.clear()
+                        return True
+            except (psycopg2.Error, OSError):
+                log.warning("LISTEN connection lost; polling until it is back")
+                self.close()
+                stop.wait(min(remaining, 1.0))
+        return False
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            conn = psycopg2.connect(self._dsn, connect_timeout=5)
+            conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
+            conn.cursor().execute(f"LISTEN {OUTBOX_WAKE_CHANNEL}")
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg2.Error:
+                pass
+            self._conn = None
+
+
+def run(settings: Settings, stop: threading.Event) -> None:
+    """Relay until ``stop`` is set; the batch in hand is always finished first."""
+    from tasks.celery import make_celery
+
+    engine = make_engine(settings, pool_size=2)
+    celery = make_celery(settings)
+    listener = Listener(settings.database_url)
+    poll_seconds = settings.relay_poll_interval_ms / 1000
+    next_sweep = 0.0
+    log.info("relay started: batch %d, poll %.1fs", settings.relay_batch_size, poll_seconds)
+    try:
+        while not stop.is_set():
+            try:
+                while not stop.is_set() and (
+                    dispatch_batch(engine, celery, settings) == settings.relay_batch_size
+                ):
+                    pass
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + settings.sweeper_interval_seconds
+                    if sweep_once(engine, settings):
+                        continue
+            except Exception:
+                log.exception("relay cycle failed; retrying after the poll interval")
+            listener.wait(poll_seconds, stop)
+    finally:
+        listener.close()
+        engine.dispose()
+        log.info("relay stopped")
+
+
+def main(settings: Settings) -> None:
+    stop = threading.Event()
+
+    def _graceful(signum: int, _frame: Any) -> None:
+        log.info("relay received signal %d; finishing the batch in hand", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _graceful)
+    signal.signal(signal.SIGINT, _graceful)
+    run(settings, stop)

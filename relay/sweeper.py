@@ -1,0 +1,30 @@
+"""The sweeper: deliveries stuck in flight past their lease go back through the outbox.
+
+This is what makes a flushed Redis, a lost ETA retry or a SIGKILLed worker lose nothing: the
+database knows every delivery that is not finished, and the sweeper re-drives it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import Engine
+
+from app import transitions
+from app.db import transaction
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def sweep_once(engine: Engine, settings: Settings, limit: int = 1000) -> int:
+    with transaction(engine) as conn:
+        redriven = transitions.sweep(
+            conn,
+            lease_seconds=settings.sweeper_lease_seconds,
+            max_attempts=settings.delivery_max_attempts,
+            limit=limit,
+        )
+    if redriven:
+        log.warning("sweeper re-drove %d stuck deliveries through the outbox", redriven)
+    return redriven

@@ -1,0 +1,42 @@
+"""The Celery application: one queue per channel, priorities on Redis, late acknowledgement."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from app.domain import Channel, Priority
+from app.settings import Settings
+
+
+def make_celery(settings: Settings) -> Celery:
+    celery = Celery("notifications", broker=settings.redis_url, include=["tasks.deliver"])
+    celery.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_queues=[Queue(channel.queue) for channel in Channel],
+        task_default_queue=Channel.EMAIL.queue,
+        # A message is acknowledged only after its task finished, and requeued if the worker
+        # process died under it; the delivery's guarded claim makes the rerun harmless.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # On Redis each priority is its own list (email, email:1, email:2) and 0 is served first.
+        # The default priority is NORMAL's, so un-prioritised messages do not jump HIGH ones.
+        task_default_priority=Priority.NORMAL.rank,
+        broker_transport_options={
+            "priority_steps": sorted(p.rank for p in Priority),
+            "sep": ":",
+            "queue_order_strategy": "priority",
+            "visibility_timeout": settings.broker_visibility_timeout_seconds,
+        },
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+    )
+    return celery
+
+
+app = make_celery(Settings.from_env())

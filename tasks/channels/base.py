@@ -1,0 +1,94 @@
+"""The one provider interface every channel implements, and its closed set of outcomes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from app.domain import Channel, NotificationType, Priority
+
+
+@dataclass(frozen=True)
+class Message:
+    """One delivery, with what its channel needs to send it."""
+
+    delivery_id: uuid.UUID
+    notification_id: uuid.UUID
+    channel: Channel
+    attempt: int
+    type: NotificationType
+    priority: Priority
+    created_at: datetime
+    body: str
+    subject: str | None = None
+    html_body: str | None = None
+    recipient_email: str | None = None
+    recipient_phone: str | None = None
+    user_id: str | None = None
+    device_tokens: list[str] | None = None
+    webhook_url: str | None = None
+    data: dict[str, Any] | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Message:
+        return cls(
+            delivery_id=row.id,
+            notification_id=row.notification_id,
+            channel=Channel(row.channel),
+            attempt=row.attempts,
+            type=NotificationType(row.type),
+            priority=Priority(row.priority),
+            created_at=row.created_at,
+            body=row.body,
+            subject=row.subject,
+            html_body=row.html_body,
+            recipient_email=row.recipient_email,
+            recipient_phone=row.recipient_phone,
+            user_id=row.user_id,
+            device_tokens=row.device_tokens,
+            webhook_url=row.webhook_url,
+            data=row.data,
+        )
+
+
+@dataclass(frozen=True)
+class Sent:
+    provider_message_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Retryable:
+    """A transient failure: try again later (no sooner than ``retry_after`` seconds, if given)."""
+
+    code: str
+    reason: str
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Permanent:
+    """Trying again would fail the same way."""
+
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class InvalidRecipient:
+    """The address or token is dead: fail, and never use it again."""
+
+    code: str
+    reason: str
+
+
+Outcome = Sent | Retryable | Permanent | InvalidRecipient
+
+
+class Provider(Protocol):
+    """Sends messages of one channel. Returns one outcome per message, in order; never raises
+    for a delivery problem (a raise is treated as a retryable failure of the whole batch)."""
+
+    def send(self, messages: Sequence[Message]) -> list[Outcome]: ...

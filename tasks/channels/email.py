@@ -1,0 +1,112 @@
+"""EMAIL over SMTP with smtplib: STARTTLS, implicit TLS and AUTH by configuration.
+
+Outcome classification (also in the README):
+
+| SMTP outcome                                   | outcome           | code              |
+| ---------------------------------------------- | ----------------- | ----------------- |
+| 250 accepted                                   | sent              |                   |
+| 4xx reply (RCPT, MAIL, DATA), e.g. 451, 452    | retryable         | ``smtp_4xx``      |
+| 550, 551, 553 to RCPT (no such mailbox)        | invalid recipient | ``smtp_5xx``      |
+| other 5xx reply                                | permanent         | ``smtp_5xx``      |
+| AUTH refused (535)                             | retryable         | ``smtp_auth``     |
+| connect refused, timeout, disconnect, TLS error| retryable         | ``smtp_connection`` |
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from collections.abc import Sequence
+from email.message import EmailMessage
+from email.utils import formatdate
+
+from app.settings import Settings
+from tasks.channels.base import InvalidRecipient, Message, Outcome, Permanent, Retryable, Sent
+
+_DEAD_MAILBOX_CODES = {550, 551, 553}
+
+
+def _reply_outcome(code: int, reply: bytes | str, *, at_rcpt: bool) -> Outcome:
+    text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+    reason = f"SMTP {code} {text}".strip()
+    if 400 <= code < 500:
+        return Retryable("smtp_4xx", reason)
+    if at_rcpt and code in _DEAD_MAILBOX_CODES:
+        return InvalidRecipient("smtp_5xx", reason)
+    return Permanent("smtp_5xx", reason)
+
+
+class SmtpEmailProvider:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._domain = settings.smtp_from.rpartition("@")[2] or "localhost"
+
+    def send(self, messages: Sequence[Message]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        try:
+            with self._connect() as smtp:
+                for message in messages:
+                    outcomes.append(self._send_one(smtp, message))
+        except smtplib.SMTPAuthenticationError as exc:
+            failure: Outcome = Retryable("smtp_auth", f"SMTP AUTH refused: {exc.smtp_code}")
+            outcomes.extend([failure] * (len(messages) - len(outcomes)))
+        except (OSError, smtplib.SMTPException) as exc:
+            failure = Retryable("smtp_connection", f"SMTP connection failed: {exc!r}"[:500])
+            outcomes.extend([failure] * (len(messages) - len(outcomes)))
+        return outcomes
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self._settings
+        if s.smtp_ssl:
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                s.smtp_host,
+                s.smtp_port,
+                timeout=s.smtp_timeout_seconds,
+                context=ssl.create_default_context(),
+            )
+        else:
+            smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_seconds)
+        try:
+            if s.smtp_starttls and not s.smtp_ssl:
+                smtp.starttls(context=ssl.create_default_context())
+            if s.smtp_username:
+                smtp.login(s.smtp_username, s.smtp_password)
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+    def _send_one(self, smtp: smtplib.SMTP, message: Message) -> Outcome:
+        email = self.build(message)
+        try:
+            smtp.send_message(email)
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, reply = next(iter(exc.recipients.values()))
+            return _reply_outcome(code, reply, at_rcpt=True)
+        except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
+            _reset(smtp)
+            return _reply_outcome(exc.smtp_code, exc.smtp_error, at_rcpt=False)
+        return Sent(provider_message_id=email["Message-ID"])
+
+    def build(self, message: Message) -> EmailMessage:
+        email = EmailMessage()
+        email["From"] = self._settings.smtp_from
+        email["To"] = message.recipient_email
+        email["Subject"] = message.subject or ""
+        email["Date"] = formatdate(localtime=False, usegmt=True)
+        # Stable across retries, so a receiver that got an attempt we recorded as failed can
+        # recognise the resend as the same message.
+        email["Message-ID"] = f"<{message.delivery_id}@{self._domain}>"
+        email["X-Notification-Id"] = str(message.notification_id)
+        email.set_content(message.body)
+        if message.html_body:
+            email.add_alternative(message.html_body, subtype="html")
+        return email
+
+
+def _reset(smtp: smtplib.SMTP) -> None:
+    """After a refused transaction the connection is reusable once RSET is accepted."""
+    try:
+        smtp.rset()
+    except smtplib.SMTPException:
+        pass

@@ -1,0 +1,26 @@
+"""The ``log`` provider: writes each delivery to the worker log instead of sending it.
+
+The default for a developer machine, so deliveries are visible without any credentials.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from tasks.channels.base import Message, Outcome, Sent
+
+log = logging.getLogger("notifications.delivered")
+
+
+class LogProvider:
+    def send(self, messages: Sequence[Message]) -> list[Outcome]:
+        for message in messages:
+            log.info(
+                "delivered %s notification %s (delivery %s, attempt %d)",
+                message.channel.value,
+                message.notification_id,
+                message.delivery_id,
+                message.attempt,
+            )
+        return [Sent(provider_message_id=f"log-{m.delivery_id}") for m in messages]

@@ -1,0 +1,149 @@
+"""The delivery task: claim → send through the channel's provider → record, retry per item."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import groupby
+
+from celery import Task
+from sqlalchemy import Engine
+
+from app import transitions
+from app.db import make_engine, transaction
+from app.domain import Channel, DeliveryStatus
+from app.settings import Settings
+from app.transitions import DeliveryResult
+from tasks.celery import app
+from tasks.channels import build_providers
+from tasks.channels.base import (
+    InvalidRecipient,
+    Message,
+    Outcome,
+    Permanent,
+    Provider,
+    Retryable,
+    Sent,
+)
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "notifications.deliver"
+
+
+@dataclass
+class WorkerContext:
+    """What a worker process holds: built on first use, again in each forked child."""
+
+    settings: Settings
+    engine: Engine
+    providers: dict[Channel, Provider]
+    pid: int
+
+
+_context: WorkerContext | None = None
+
+
+def worker_context() -> WorkerContext:
+    global _context
+    if _context is None or _context.pid != os.getpid():
+        settings = Settings.from_env()
+        _context = WorkerContext(
+            settings=settings,
+            engine=make_engine(settings, pool_size=max(2, settings.worker_concurrency)),
+            providers=build_providers(settings),
+            pid=os.getpid(),
+        )
+    return _context
+
+
+def backoff_seconds(settings: Settings, attempt: int, retry_after: float | None) -> float:
+    """Exponential backoff with jitter, no sooner than the provider asked, never past the cap."""
+    ceiling = min(
+        settings.retry_backoff_max_seconds,
+        settings.retry_backoff_base_seconds * 2 ** max(0, attempt - 1),
+    )
+    delay = ceiling / 2 + random.uniform(0, ceiling / 2)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return min(delay, settings.retry_backoff_max_seconds)
+
+
+def judge(settings: Settings, message: Message, outcome: Outcome) -> DeliveryResult:
+    """Turn a provider outcome into the status to record."""
+    match outcome:
+        case Sent(provider_message_id=pid):
+            return DeliveryResult(message.delivery_id, DeliveryStatus.SENT, provider_message_id=pid)
+        case Retryable(code=code, reason=reason, retry_after=retry_after):
+            if message.attempt >= settings.delivery_max_attempts:
+                reason = f"{reason} (gave up after {message.attempt} attempts)"
+                return DeliveryResult(message.delivery_id, DeliveryStatus.FAILED, None, code, reason)
+            delay = backoff_seconds(settings, message.attempt, retry_after)
+            return DeliveryResult(
+                message.delivery_id, DeliveryStatus.RETRYING, None, code, reason, delay
+            )
+        case Permanent(code=code, reason=reason) | InvalidRecipient(code=code, reason=reason):
+            return DeliveryResult(message.delivery_id, DeliveryStatus.FAILED, None, code, reason)
+    raise TypeError(f"not an outcome: {outcome!r}")
+
+
+def send_all(context: WorkerContext, messages: Sequence[Message]) -> list[DeliveryResult]:
+    results = []
+    by_channel = groupby(sorted(messages, key=lambda m: m.channel), key=lambda m: m.channel)
+    for channel, group in by_channel:
+        batch = list(group)
+        provider = context.providers.get(channel)
+        if provider is None:
+            outcomes: list[Outcome] = [
+                Retryable("no_provider", f"no {channel.value} provider configured")
+            ] * len(batch)
+        else:
+            try:
+                outcomes = provider.send(batch)
+            except Exception as exc:
+                log.exception("provider for %s raised", channel.value)
+                outcomes = [Retryable("provider_error", repr(exc)[:500])] * len(batch)
+        results.extend(judge(context.settings, m, o) for m, o in zip(batch, outcomes, strict=True))
+    return results
+
+
+def deliver_ids(context: WorkerContext, delivery_ids: Sequence[str]) -> list[DeliveryResult]:
+    """Deliver what this task can claim; returns the results that must be retried later."""
+    lease = context.settings.sweeper_lease_seconds
+    with transaction(context.engine) as conn:
+        claimed = transitions.claim_for_sending(conn, delivery_ids, lease)
+    messages = [Message.from_row(row) for row in claimed if row.status == DeliveryStatus.SENDING]
+    for row in claimed:
+        if row.status == DeliveryStatus.EXPIRED:
+            log.info("delivery %s expired before sending", row.id)
+    if not messages:
+        return []
+    results = send_all(context, messages)
+    with transaction(context.engine) as conn:
+        applied = transitions.record_outcomes(conn, results)
+    for result in results:
+        log.info(
+            "delivery %s %s%s",
+            result.delivery_id,
+            applied.get(result.delivery_id, "not recorded (no longer SENDING)"),
+            f" ({result.error_code})" if result.error_code else "",
+        )
+    return [
+        r for r in results if applied.get(r.delivery_id) == DeliveryStatus.RETRYING.value
+    ]
+
+
+@app.task(name=TASK_NAME, bind=True, acks_late=True, max_retries=None)
+def deliver(self: Task, delivery_ids: list[str]) -> None:
+    """Deliver a chunk of one channel's deliveries. A retryable failure is retried on its own,
+    never by re-running the ids that already succeeded."""
+    for result in deliver_ids(worker_context(), delivery_ids):
+        self.retry(
+            args=([str(result.delivery_id)],),
+            countdown=result.retry_in_seconds,
+            throw=False,
+        )
+
