@@ -82,6 +82,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
             f"--concurrency={settings.worker_concurrency}",
             f"--loglevel={settings.log_level}",
             f"--hostname={'+'.join(queues)}@%h",
+            # Mingle only syncs revoked task ids at start-up, which this service never uses.
+            "--without-mingle",
         ]
     )
     return 0

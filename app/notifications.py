@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import uuid
 from dataclasses import dataclass
@@ -199,12 +201,22 @@ def cancel(engine: Engine, notification_id: uuid.UUID) -> tuple[dict[str, Any] |
 
 
 def encode_cursor(row: Any) -> str:
-    return f"{row.created_at.isoformat()}_{row.id}"
+    """An opaque, URL-safe token for the position after ``row``."""
+    position = f"{row.created_at.isoformat()}|{row.id}".encode()
+    return base64.urlsafe_b64encode(position).decode().rstrip("=")
 
 
 def decode_cursor(raw: str) -> tuple[datetime, uuid.UUID]:
-    created, _, ident = raw.rpartition("_")
-    return datetime.fromisoformat(created), uuid.UUID(ident)
+    """Raises ValueError for anything this API did not issue."""
+    try:
+        position = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise ValueError("not a cursor") from exc
+    created, _, ident = position.partition("|")
+    when = datetime.fromisoformat(created)
+    if when.tzinfo is None:
+        raise ValueError("not a cursor")
+    return when, uuid.UUID(ident)
 
 
 def _replay(

@@ -1,0 +1,40 @@
+# The two commands:  make run  (the whole system)   make test  (the whole test suite)
+# Both set up everything first: the virtualenv with the project and its extras, and local
+# PostgreSQL and Redis (installed from Debian's packages if missing, started if stopped).
+
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: run test services
+
+run: $(STAMP) services
+	$(BIN)/notification-service dev
+
+test: $(STAMP) services
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+$(STAMP): setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test,dev]"
+	touch $(STAMP)
+
+services:
+	@if ! command -v pg_ctlcluster >/dev/null || ! command -v redis-server >/dev/null; then \
+	  echo "installing PostgreSQL and Redis from Debian's packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server; \
+	fi
+	@if ! pg_isready -q -h 127.0.0.1 -p 5432; then \
+	  echo "starting PostgreSQL"; \
+	  for version in $$(ls /etc/postgresql); do \
+	    pg_ctlcluster --skip-systemctl-redirect $$version main start || true; \
+	  done; \
+	  for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; \
+	fi
+	@if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then \
+	  echo "starting Redis"; \
+	  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no; \
+	  for i in $$(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.5; done; \
+	fi

@@ -1,0 +1,120 @@
+"""Fixtures: a real PostgreSQL database built by the migrations, a real Redis, real processes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import Engine, text
+
+from app.auth import create_api_key
+from app.db import ensure_database, make_engine, migrate
+from app.factory import create_app
+from app.settings import Settings
+from tests.processes import Processes
+from tests.standins.smtp import SmtpStandIn
+
+TEST_DATABASE_URL = os.environ.get(
+    "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/notifications_test"
+)
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+TABLES = "audit_log, outbox_event, delivery, notification, api_key"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    """The test database, emptied and rebuilt from zero through the Alembic migrations."""
+    ensure_database(TEST_DATABASE_URL)
+    engine = make_engine(Settings(database_url=TEST_DATABASE_URL), pool_size=1)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+    migrate(TEST_DATABASE_URL)
+    return TEST_DATABASE_URL
+
+
+@pytest.fixture(scope="session")
+def base_settings(database_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=TEST_REDIS_URL,
+        relay_poll_interval_ms=500,
+        sweeper_interval_seconds=1.0,
+        retry_backoff_base_seconds=0.2,
+        retry_backoff_max_seconds=1.0,
+        delivery_max_attempts=4,
+        worker_concurrency=4,
+    )
+
+
+@pytest.fixture(scope="session")
+def smtp() -> Iterator[SmtpStandIn]:
+    server = SmtpStandIn().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(base_settings: Settings, smtp: SmtpStandIn) -> Settings:
+    """Email goes over real SMTP to the stand-in (``EMAIL_PROVIDER=smtp``)."""
+    from dataclasses import replace
+
+    return replace(base_settings, email_provider="smtp", smtp_port=smtp.port)
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(Settings(database_url=database_url))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(TEST_REDIS_URL)
+
+
+@pytest.fixture(autouse=True)
+def clean_state(request: pytest.FixtureRequest, smtp: SmtpStandIn) -> None:
+    """Every test starts from empty tables, an empty Redis database and a fresh SMTP log."""
+    if "engine" in request.fixturenames or "settings" in request.fixturenames:
+        engine: Engine = request.getfixturevalue("engine")
+        with engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+        redis.Redis.from_url(TEST_REDIS_URL).flushdb()
+    smtp.received.clear()
+    smtp.rcpt_attempts.clear()
+
+
+@pytest.fixture
+def flask_app(settings: Settings) -> Flask:
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(flask_app: Flask) -> FlaskClient:
+    return flask_app.test_client()
+
+
+@pytest.fixture
+def api_key(engine: Engine) -> str:
+    return create_api_key(engine, "tests").key
+
+
+@pytest.fixture
+def auth(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+@pytest.fixture
+def processes(settings: Settings, tmp_path: Path) -> Iterator[Processes]:
+    running = Processes(settings, tmp_path)
+    yield running
+    running.stop_all()
+
+

@@ -1,0 +1,114 @@
+"""Real service processes for tests: the relay, Celery workers and the API, each with its log."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import fields
+from pathlib import Path
+
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that makes a child process build exactly these settings."""
+    env = dict(os.environ)
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        env[f.metadata["env"]] = str(value).lower() if isinstance(value, bool) else str(value)
+    env.update(extra)
+    return env
+
+
+def wait_for(
+    predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05, what: str = ""
+) -> object:
+    """Poll until ``predicate`` returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+class Process:
+    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
+        self._log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(
+            argv, env=dict(env), cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, needle: str, timeout: float = 30.0) -> None:
+        def seen() -> bool:
+            if self.popen.poll() is not None:
+                raise AssertionError(f"{self.name} exited early:\n{self.log()[-3000:]}")
+            return needle in self.log()
+
+        wait_for(seen, timeout, 0.1, f"{needle!r} in the {self.name} log")
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no graceful shutdown, as when a machine dies."""
+        self.popen.send_signal(signal.SIGKILL)
+        self.popen.wait(10)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        self._log.close()
+        return self.popen.returncode
+
+
+class Processes:
+    """Starts service processes for one test and stops every one of them afterwards."""
+
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.settings = settings
+        self.log_dir = log_dir
+        self.started: list[Process] = []
+
+    def spawn(self, name: str, argv: list[str], env: Mapping[str, str], ready: str | None) -> Process:
+        process = Process(name, argv, env, self.log_dir)
+        self.started.append(process)
+        if ready:
+            process.wait_for_log(ready)
+        return process
+
+    def relay(self, **env: str) -> Process:
+        return self.spawn(
+            "relay",
+            [str(BIN / "notification-service"), "relay"],
+            settings_env(self.settings, **env),
+            ready="relay started",
+        )
+
+    def worker(self, queues: str = "email", **env: str) -> Process:
+        return self.spawn(
+            f"worker-{queues}",
+            [str(BIN / "notification-service"), "worker", "--queues", queues],
+            settings_env(self.settings, **env),
+            ready=" ready.",
+        )
+
+    def stop_all(self) -> None:
+        for process in reversed(self.started):
+            process.stop()
