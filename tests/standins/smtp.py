@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import threading
@@ -30,6 +31,10 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     message: EmailMessage
+
+
+STALL = 0  # a planned "reply" that answers nothing for STALL_SECONDS, like a hung server
+STALL_SECONDS = 20
 
 
 class SmtpStandIn:
@@ -68,6 +73,9 @@ class SmtpStandIn:
             self.rcpt_attempts[address] += 1
             plan = self._plans.get(address.lower())
             code = plan.popleft() if plan else 250
+        if code == STALL:
+            await asyncio.sleep(STALL_SECONDS)
+            return _REPLIES[451]
         if code != 250:
             return _REPLIES[code]
         envelope.rcpt_tos.append(address)

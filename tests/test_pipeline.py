@@ -1,0 +1,235 @@
+"""End to end through real processes: API → PostgreSQL → relay → Redis → Celery worker → SMTP."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask.testing import FlaskClient
+from sqlalchemy import Engine, text
+
+from app.settings import Settings
+from tests.factories import status_counts
+from tests.netutil import free_port
+from tests.processes import Processes, wait_for
+from tests.standins.smtp import STALL, SmtpStandIn
+from tests.test_api import SEED, post
+
+
+def delivery_of(client: FlaskClient, auth: dict[str, str], notification_id: str) -> dict[str, Any]:
+    body = client.get(f"/api/v1/notifications/{notification_id}", headers=auth).get_json()
+    return body["deliveries"][0]
+
+
+def wait_delivery(
+    client: FlaskClient, auth: dict[str, str], notification_id: str, status: str, timeout: float = 30
+) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        delivery = delivery_of(client, auth, notification_id)
+        return delivery if delivery["status"] == status else None
+
+    return wait_for(reached, timeout, 0.1, f"delivery {status}")  # type: ignore[return-value]
+
+
+def audit_trail(engine: Engine, delivery_id: str) -> list[tuple[str, str, int, str | None]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT from_status, to_status, attempt, error_code FROM audit_log"
+                " WHERE delivery_id = :id ORDER BY id"
+            ),
+            {"id": delivery_id},
+        )
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def test_seed_request_arrives_at_the_smtp_server_and_reads_back_sent(
+    client: FlaskClient,
+    auth: dict[str, str],
+    processes: Processes,
+    smtp: SmtpStandIn,
+    settings: Settings,
+) -> None:
+    processes.relay()
+    processes.worker()
+
+    created = post(client, auth, SEED).get_json()
+    delivery = wait_delivery(client, auth, created["id"], "SENT")
+
+    [received] = smtp.to("user@example.com")
+    assert received.message["Subject"] == "Test Notification"
+    assert received.message.get_content().strip() == "This is a test"
+    assert received.message["From"] == settings.smtp_from
+    assert received.message["Message-ID"] == f"<{delivery['id']}@localhost>"
+    assert delivery["providerMessageId"] == received.message["Message-ID"]
+    assert delivery["attempts"] == 1
+    assert client.get(f"/api/v1/notifications/{created['id']}", headers=auth).get_json()[
+        "status"
+    ] == "SENT"
+
+
+def test_html_body_is_sent_as_a_multipart_alternative(
+    client: FlaskClient, auth: dict[str, str], processes: Processes, smtp: SmtpStandIn
+) -> None:
+    processes.relay()
+    processes.worker()
+
+    created = post(client, auth, {**SEED, "htmlBody": "<p>This is a <b>test</b></p>"}).get_json()
+    wait_delivery(client, auth, created["id"], "SENT")
+
+    [received] = smtp.to("user@example.com")
+    assert received.message.get_content_type() == "multipart/alternative"
+    assert "<b>test</b>" in received.message.get_body(("html",)).get_content()
+    assert received.message.get_body(("plain",)).get_content().strip() == "This is a test"
+
+
+def test_smtp_451_twice_then_250_is_sent_on_the_third_attempt(
+    client: FlaskClient,
+    auth: dict[str, str],
+    processes: Processes,
+    smtp: SmtpStandIn,
+    engine: Engine,
+) -> None:
+    smtp.plan("greylisted@example.com", 451, 451)
+    processes.relay()
+    processes.worker()
+
+    created = post(client, auth, {**SEED, "recipientEmail": "greylisted@example.com"}).get_json()
+    delivery = wait_delivery(client, auth, created["id"], "SENT")
+
+    assert delivery["attempts"] == 3
+    assert smtp.rcpt_attempts["greylisted@example.com"] == 3
+    assert len(smtp.to("greylisted@example.com")) == 1
+    assert audit_trail(engine, delivery["id"]) == [
+        ("PENDING", "QUEUED", 0, None),
+        ("QUEUED", "SENDING", 1, None),
+        ("SENDING", "RETRYING", 1, "smtp_4xx"),
+        ("RETRYING", "SENDING", 2, "smtp_4xx"),
+        ("SENDING", "RETRYING", 2, "smtp_4xx"),
+        ("RETRYING", "SENDING", 3, "smtp_4xx"),
+        ("SENDING", "SENT", 3, None),
+    ]
+
+
+def test_smtp_550_fails_at_once_with_the_reason(
+    client: FlaskClient, auth: dict[str, str], processes: Processes, smtp: SmtpStandIn
+) -> None:
+    smtp.plan("nobody@example.com", 550)
+    processes.relay()
+    processes.worker()
+
+    created = post(client, auth, {**SEED, "recipientEmail": "nobody@example.com"}).get_json()
+    delivery = wait_delivery(client, auth, created["id"], "FAILED")
+
+    assert delivery["attempts"] == 1
+    assert delivery["errorCode"] == "smtp_5xx"
+    assert "550" in delivery["lastError"] and "no such mailbox" in delivery["lastError"]
+    assert smtp.rcpt_attempts["nobody@example.com"] == 1
+    assert smtp.to("nobody@example.com") == []
+
+
+def test_unreachable_smtp_is_retried_until_the_limit_then_failed(
+    client: FlaskClient, auth: dict[str, str], processes: Processes, settings: Settings
+) -> None:
+    processes.relay()
+    processes.worker(SMTP_PORT=str(free_port()))
+
+    created = post(client, auth, SEED).get_json()
+    delivery = wait_delivery(client, auth, created["id"], "FAILED")
+
+    assert delivery["attempts"] == settings.delivery_max_attempts
+    assert delivery["errorCode"] == "smtp_connection"
+    assert f"gave up after {settings.delivery_max_attempts} attempts" in delivery["lastError"]
+
+
+def test_send_at_in_the_future_is_not_sent_before_its_time(
+    client: FlaskClient, auth: dict[str, str], processes: Processes, smtp: SmtpStandIn
+) -> None:
+    processes.relay()
+    processes.worker()
+    send_at = datetime.now(UTC) + timedelta(seconds=3)
+
+    created = post(client, auth, {**SEED, "sendAt": send_at.isoformat()}).get_json()
+    wait_for(lambda: datetime.now(UTC) > send_at - timedelta(seconds=1), 5)
+    early = delivery_of(client, auth, created["id"])
+    delivery = wait_delivery(client, auth, created["id"], "SENT")
+
+    assert early["status"] == "PENDING"
+    assert datetime.fromisoformat(delivery["sentAt"]) >= send_at
+    assert len(smtp.to("user@example.com")) == 1
+
+
+def test_expires_at_in_the_past_ends_expired_and_is_never_sent(
+    client: FlaskClient, auth: dict[str, str], processes: Processes, smtp: SmtpStandIn
+) -> None:
+    processes.relay()
+    processes.worker()
+    expired = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+
+    created = post(client, auth, {**SEED, "expiresAt": expired}).get_json()
+    delivery = wait_delivery(client, auth, created["id"], "EXPIRED")
+
+    assert delivery["errorCode"] == "expired"
+    assert smtp.rcpt_attempts["user@example.com"] == 0
+    assert client.get(f"/api/v1/notifications/{created['id']}", headers=auth).get_json()[
+        "status"
+    ] == "EXPIRED"
+
+
+def test_cancelled_scheduled_notification_is_never_sent(
+    client: FlaskClient, auth: dict[str, str], processes: Processes, smtp: SmtpStandIn
+) -> None:
+    processes.relay()
+    processes.worker()
+    send_at = datetime.now(UTC) + timedelta(seconds=1)
+    created = post(client, auth, {**SEED, "sendAt": send_at.isoformat()}).get_json()
+
+    cancel = client.post(f"/api/v1/notifications/{created['id']}/cancel", headers=auth)
+    wait_for(lambda: datetime.now(UTC) > send_at + timedelta(seconds=2), 5)
+
+    assert cancel.status_code == 200
+    assert delivery_of(client, auth, created["id"])["status"] == "CANCELLED"
+    assert smtp.rcpt_attempts["user@example.com"] == 0
+
+
+def test_redis_flushed_after_dispatch_the_sweeper_redrives_everything(
+    client: FlaskClient,
+    auth: dict[str, str],
+    processes: Processes,
+    smtp: SmtpStandIn,
+    engine: Engine,
+    redis_client: Any,
+) -> None:
+    processes.relay(SWEEPER_LEASE_SECONDS="2")
+    recipients = [f"flushed{i}@example.com" for i in range(20)]
+    for recipient in recipients:
+        post(client, auth, {**SEED, "recipientEmail": recipient})
+    wait_for(lambda: status_counts(engine) == {"QUEUED": 20}, what="all 20 dispatched")
+
+    redis_client.flushdb()
+    processes.worker()
+
+    wait_for(lambda: status_counts(engine) == {"SENT": 20}, timeout=30, what="all 20 sent")
+    assert smtp.count_by_recipient() == {r: 1 for r in recipients}
+
+
+def test_worker_killed_mid_send_loses_nothing(
+    client: FlaskClient,
+    auth: dict[str, str],
+    processes: Processes,
+    smtp: SmtpStandIn,
+    engine: Engine,
+) -> None:
+    smtp.plan("hung@example.com", STALL)
+    processes.relay(SWEEPER_LEASE_SECONDS="2")
+    doomed = processes.worker()
+    created = post(client, auth, {**SEED, "recipientEmail": "hung@example.com"}).get_json()
+    wait_for(lambda: smtp.rcpt_attempts["hung@example.com"] == 1, what="the send to start")
+
+    doomed.kill()
+    processes.worker()
+    delivery = wait_delivery(client, auth, created["id"], "SENT")
+
+    assert delivery["attempts"] == 2
+    assert len(smtp.to("hung@example.com")) == 1
+    assert ("SENDING", "RETRYING", 1, "worker_lost") in audit_trail(engine, delivery["id"])
