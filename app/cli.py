@@ -72,7 +72,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     unknown = set(queues) - {c.queue for c in Channel}
     if unknown:
-        print(f"unknown queue(s): {', '.join(sorted(unknown))}; known: {ALL_QUEUES}", file=sys.stderr)
+        print(
+            f"unknown queue(s): {', '.join(sorted(unknown))}; known: {ALL_QUEUES}", file=sys.stderr
+        )
         return 2
     celery.worker_main(
         [
@@ -92,7 +94,15 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_flower(settings: Settings, _args: argparse.Namespace) -> int:
     # Flower reads FLOWER_BASIC_AUTH from the environment itself, which keeps the password out
     # of the process list.
-    argv = [sys.executable, "-m", "celery", "-A", "tasks", "flower", f"--port={settings.flower_port}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "tasks",
+        "flower",
+        f"--port={settings.flower_port}",
+    ]
     os.execvp(argv[0], argv)
 
 
@@ -113,9 +123,10 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         "flower": me + ["flower"],
     }
     children = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
+    shown_host = "localhost" if args.host == "0.0.0.0" else args.host
     print(
         f"\nNotification service running:\n"
-        f"  API     http://{'localhost' if args.host == '0.0.0.0' else args.host}:{args.port}/api/v1\n"
+        f"  API     http://{shown_host}:{args.port}/api/v1\n"
         f"  Flower  http://localhost:{settings.flower_port}\n"
         f"  API key {issued.key}\n"
         f"Ctrl-C stops everything.\n",

@@ -6,8 +6,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
 
@@ -57,6 +55,9 @@ def ensure_database(database_url: str) -> bool:
 
 def migrate(database_url: str) -> None:
     """Create the database if needed and bring its schema to the newest revision (idempotent)."""
+    from alembic import command
+    from alembic.config import Config
+
     ensure_database(database_url)
     migrations = resources.files("migrations")
     config = Config(str(migrations / "alembic.ini"))

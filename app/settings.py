@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-
 _URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
 
 
@@ -107,7 +106,9 @@ class Settings:
     worker_concurrency: int = _setting("WORKER_CONCURRENCY", 8, "Celery worker concurrency.")
     flower_port: int = _setting("FLOWER_PORT", 5555, "Port Flower listens on.")
     flower_basic_auth: str = _setting(
-        "FLOWER_BASIC_AUTH", "", "`user:password` for Flower; empty = no auth (local only).",
+        "FLOWER_BASIC_AUTH",
+        "",
+        "`user:password` for Flower; empty = no auth (local only).",
         secret=True,
     )
     log_level: str = _setting("LOG_LEVEL", "INFO", "Log level of every process.")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
+from celery.signals import setup_logging
 from kombu import Queue
 
 from app.domain import Channel, Priority
+from app.logs import configure_logging
 from app.settings import Settings
 
 
@@ -32,11 +36,17 @@ def make_celery(settings: Settings) -> Celery:
             "visibility_timeout": settings.broker_visibility_timeout_seconds,
         },
         broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=False,
         worker_send_task_events=True,
         task_send_sent_event=True,
     )
     return celery
 
 
-app = make_celery(Settings.from_env())
+settings = Settings.from_env()
+app = make_celery(settings)
+
+
+@setup_logging.connect
+def _configure_logging(**_: Any) -> None:
+    """Workers log like every other process, whether started by notification-service or celery."""
+    configure_logging(settings)

@@ -80,7 +80,9 @@ def judge(settings: Settings, message: Message, outcome: Outcome) -> DeliveryRes
         case Retryable(code=code, reason=reason, retry_after=retry_after):
             if message.attempt >= settings.delivery_max_attempts:
                 reason = f"{reason} (gave up after {message.attempt} attempts)"
-                return DeliveryResult(message.delivery_id, DeliveryStatus.FAILED, None, code, reason)
+                return DeliveryResult(
+                    message.delivery_id, DeliveryStatus.FAILED, None, code, reason
+                )
             delay = backoff_seconds(settings, message.attempt, retry_after)
             return DeliveryResult(
                 message.delivery_id, DeliveryStatus.RETRYING, None, code, reason, delay
@@ -131,9 +133,7 @@ def deliver_ids(context: WorkerContext, delivery_ids: Sequence[str]) -> list[Del
             applied.get(result.delivery_id, "not recorded (no longer SENDING)"),
             f" ({result.error_code})" if result.error_code else "",
         )
-    return [
-        r for r in results if applied.get(r.delivery_id) == DeliveryStatus.RETRYING.value
-    ]
+    return [r for r in results if applied.get(r.delivery_id) == DeliveryStatus.RETRYING.value]
 
 
 @app.task(name=TASK_NAME, bind=True, acks_late=True, max_retries=None)
@@ -146,4 +146,3 @@ def deliver(self: Task, delivery_ids: list[str]) -> None:
             countdown=result.retry_in_seconds,
             throw=False,
         )
-

@@ -116,5 +116,3 @@ def processes(settings: Settings, tmp_path: Path) -> Iterator[Processes]:
     running = Processes(settings, tmp_path)
     yield running
     running.stop_all()
-
-

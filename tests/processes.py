@@ -86,7 +86,9 @@ class Processes:
         self.log_dir = log_dir
         self.started: list[Process] = []
 
-    def spawn(self, name: str, argv: list[str], env: Mapping[str, str], ready: str | None) -> Process:
+    def spawn(
+        self, name: str, argv: list[str], env: Mapping[str, str], ready: str | None
+    ) -> Process:
         process = Process(name, argv, env, self.log_dir)
         self.started.append(process)
         if ready:

@@ -55,7 +55,9 @@ def test_seed_request_is_accepted_with_one_delivery_and_one_outbox_event(
     assert body["status"] == "PENDING"
     assert [(d["channel"], d["status"]) for d in body["deliveries"]] == [("EMAIL", "PENDING")]
     with engine.connect() as conn:
-        outbox = conn.execute(text("SELECT delivery_id, channel, priority, status FROM outbox_event")).all()
+        outbox = conn.execute(
+            text("SELECT delivery_id, channel, priority, status FROM outbox_event")
+        ).all()
     assert [(str(r.delivery_id), r.channel, r.priority, r.status) for r in outbox] == [
         (body["deliveries"][0]["id"], "EMAIL", 0, "PENDING")
     ]
@@ -274,7 +276,10 @@ def test_cancel_refuses_a_sent_delivery(
 def test_list_filters_and_pages_with_a_cursor(
     client: FlaskClient, auth: dict[str, str], engine: Engine
 ) -> None:
-    ids = [post(client, auth, {**SEED, "type": t}).get_json()["id"] for t in ["MARKETING"] * 3 + ["SYSTEM"]]
+    ids = [
+        post(client, auth, {**SEED, "type": t}).get_json()["id"]
+        for t in ["MARKETING"] * 3 + ["SYSTEM"]
+    ]
     client.post(f"/api/v1/notifications/{ids[0]}/cancel", headers=auth)
 
     first = client.get("/api/v1/notifications?type=MARKETING&limit=2", headers=auth).get_json()
@@ -357,9 +362,7 @@ def test_openapi_document_lists_exactly_the_routes_the_app_serves(
     assert documented == served
 
 
-def test_responses_match_the_openapi_schemas(
-    client: FlaskClient, auth: dict[str, str]
-) -> None:
+def test_responses_match_the_openapi_schemas(client: FlaskClient, auth: dict[str, str]) -> None:
     doc = json.loads(json.dumps(document()))
 
     def check(response: Any, path: str, method: str) -> None:
@@ -368,11 +371,15 @@ def test_responses_match_the_openapi_schemas(
         resolver_doc = {"$ref": schema["$ref"], "components": doc["components"]}
         jsonschema.validate(response.get_json(), resolver_doc)
 
-    created = post(client, auth, {**SEED, "sendAt": (datetime.now(UTC) + timedelta(hours=1)).isoformat()})
+    created = post(
+        client, auth, {**SEED, "sendAt": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}
+    )
     check(created, "/api/v1/notifications", "post")
     check(post(client, auth, {"channels": ["FAX"]}), "/api/v1/notifications", "post")
     item = "/api/v1/notifications/{notification_id}"
     check(client.get(created.headers["Location"], headers=auth), item, "get")
     check(client.get("/api/v1/notifications", headers=auth), "/api/v1/notifications", "get")
-    check(client.post(created.headers["Location"] + "/cancel", headers=auth), item + "/cancel", "post")
+    check(
+        client.post(created.headers["Location"] + "/cancel", headers=auth), item + "/cancel", "post"
+    )
     check(client.get("/api/v1/health/ready"), "/api/v1/health/ready", "get")

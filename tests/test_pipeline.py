@@ -22,7 +22,11 @@ def delivery_of(client: FlaskClient, auth: dict[str, str], notification_id: str)
 
 
 def wait_delivery(
-    client: FlaskClient, auth: dict[str, str], notification_id: str, status: str, timeout: float = 30
+    client: FlaskClient,
+    auth: dict[str, str],
+    notification_id: str,
+    status: str,
+    timeout: float = 30,
 ) -> dict[str, Any]:
     def reached() -> dict[str, Any] | None:
         delivery = delivery_of(client, auth, notification_id)
@@ -63,9 +67,10 @@ def test_seed_request_arrives_at_the_smtp_server_and_reads_back_sent(
     assert received.message["Message-ID"] == f"<{delivery['id']}@localhost>"
     assert delivery["providerMessageId"] == received.message["Message-ID"]
     assert delivery["attempts"] == 1
-    assert client.get(f"/api/v1/notifications/{created['id']}", headers=auth).get_json()[
-        "status"
-    ] == "SENT"
+    assert (
+        client.get(f"/api/v1/notifications/{created['id']}", headers=auth).get_json()["status"]
+        == "SENT"
+    )
 
 
 def test_html_body_is_sent_as_a_multipart_alternative(
@@ -171,9 +176,10 @@ def test_expires_at_in_the_past_ends_expired_and_is_never_sent(
 
     assert delivery["errorCode"] == "expired"
     assert smtp.rcpt_attempts["user@example.com"] == 0
-    assert client.get(f"/api/v1/notifications/{created['id']}", headers=auth).get_json()[
-        "status"
-    ] == "EXPIRED"
+    assert (
+        client.get(f"/api/v1/notifications/{created['id']}", headers=auth).get_json()["status"]
+        == "EXPIRED"
+    )
 
 
 def test_cancelled_scheduled_notification_is_never_sent(

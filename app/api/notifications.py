@@ -106,9 +106,7 @@ def cancel(notification_id: str) -> Response:
     if found is None:
         raise ApiError(404, "not_found", "No notification has this id.")
     if cancelled == 0:
-        raise ApiError(
-            409, "not_cancellable", "Every delivery is already sending or finished."
-        )
+        raise ApiError(409, "not_cancellable", "Every delivery is already sending or finished.")
     return _json(CancelResult, {"cancelled": cancelled, "notification": found})
 
 

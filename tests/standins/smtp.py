@@ -68,7 +68,9 @@ class SmtpStandIn:
         with self._lock:
             return Counter(rcpt for r in self.received for rcpt in r.rcpt_tos)
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
         with self._lock:
             self.rcpt_attempts[address] += 1
             plan = self._plans.get(address.lower())

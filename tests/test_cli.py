@@ -1,0 +1,154 @@
+"""The console script and the processes it starts, run the way an operator runs them."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+from flask.testing import FlaskClient
+from sqlalchemy import Engine, text
+
+from app.settings import Settings
+from tests.factories import status_counts
+from tests.netutil import free_port
+from tests.processes import BIN, Processes, settings_env, wait_for
+from tests.test_api import SEED, post
+
+
+def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "notification-service"), *args],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_create_api_key_prints_a_working_key_on_its_last_line(
+    settings: Settings, client: FlaskClient, engine: Engine
+) -> None:
+    result = run_cli(settings, "create-api-key", "--name", "ops")
+
+    key = result.stdout.strip().splitlines()[-1]
+    assert result.returncode == 0
+    response = client.get("/api/v1/notifications", headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 200
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT name FROM api_key")) == "ops"
+
+
+def test_migrate_creates_a_missing_database_and_is_idempotent(
+    settings: Settings, engine: Engine
+) -> None:
+    fresh = replace(settings, database_url=settings.database_url + "_migrate_check")
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("DROP DATABASE IF EXISTS notifications_test_migrate_check"))
+
+    first, second = run_cli(fresh, "migrate"), run_cli(fresh, "migrate")
+
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("DROP DATABASE notifications_test_migrate_check WITH (FORCE)"))
+
+
+def test_plain_celery_worker_command_delivers(
+    client: FlaskClient, auth: dict[str, str], processes: Processes, engine: Engine
+) -> None:
+    processes.relay()
+    processes.spawn(
+        "celery",
+        [str(BIN / "celery"), "-A", "tasks", "worker", "-Q", "email", "--pool=threads", "-c", "2"],
+        settings_env(processes.settings),
+        ready=" ready.",
+    )
+
+    post(client, auth, SEED)
+
+    wait_for(lambda: status_counts(engine) == {"SENT": 1}, what="sent by `celery -A tasks`")
+
+
+def test_flower_starts_and_lists_the_channel_queues(processes: Processes) -> None:
+    port = free_port()
+    processes.worker(queues="email,sms")
+    processes.spawn(
+        "flower",
+        [str(BIN / "notification-service"), "flower"],
+        settings_env(processes.settings, FLOWER_PORT=str(port), FLOWER_BASIC_AUTH="ops:s3cret"),
+        ready=None,
+    )
+    url = f"http://127.0.0.1:{port}/api/workers?refresh=1"
+    credentials = base64.b64encode(b"ops:s3cret").decode()
+
+    def queues() -> list[str] | None:
+        request = urllib.request.Request(url, headers={"Authorization": f"Basic {credentials}"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as r:
+                workers = json.load(r)
+        except OSError:
+            return None
+        names = [q["name"] for w in workers.values() for q in w.get("active_queues", [])]
+        return sorted(names) or None
+
+    assert wait_for(queues, timeout=40, interval=0.5, what="Flower's worker list") == [
+        "email",
+        "sms",
+    ]
+    try:
+        urllib.request.urlopen(url, timeout=5)
+        raise AssertionError("Flower answered without credentials")
+    except urllib.error.HTTPError as refused:
+        assert refused.code == 401
+
+
+def test_dev_runs_everything_and_ctrl_c_stops_it(settings: Settings, tmp_path: Path) -> None:
+    port, flower_port = free_port(), free_port()
+    log = (tmp_path / "dev.log").open("w+")
+    dev = subprocess.Popen(
+        [str(BIN / "notification-service"), "dev", "--host", "127.0.0.1", "--port", str(port)],
+        env=settings_env(settings, FLOWER_PORT=str(flower_port), EMAIL_PROVIDER="log"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        banner = wait_for(
+            lambda: re.search(r"API key (nsk_\S+)", Path(log.name).read_text()), timeout=30
+        )
+        key = banner.group(1)  # type: ignore[union-attr]
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/v1/notifications",
+            data=json.dumps(SEED).encode(),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
+
+        def accepted() -> dict | None:
+            try:
+                with urllib.request.urlopen(request, timeout=5) as r:
+                    return json.load(r)
+            except OSError:
+                return None
+
+        created = wait_for(accepted, timeout=30, interval=0.5, what="the API")
+
+        def status() -> str | None:
+            get = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/v1/notifications/{created['id']}",  # type: ignore[index]
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            with urllib.request.urlopen(get, timeout=5) as r:
+                return json.load(r)["deliveries"][0]["status"] == "SENT" or None
+
+        wait_for(status, timeout=30, interval=0.2, what="EMAIL: SENT")
+        assert f"http://127.0.0.1:{port}/api/v1" in Path(log.name).read_text()
+    finally:
+        dev.send_signal(signal.SIGINT)
+        code = dev.wait(30)
+    assert code == 0
+    assert "notifications.delivered" in Path(log.name).read_text()

@@ -1,0 +1,134 @@
+"""The relay under concurrency and failure: exactly-once publication, crash safety, priority."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+from collections import Counter
+from typing import Any
+
+import redis
+from flask.testing import FlaskClient
+from sqlalchemy import Engine, text
+
+from app.domain import Channel, Priority
+from tests.factories import insert_backlog, outbox_counts, status_counts
+from tests.processes import Processes, wait_for
+from tests.standins.smtp import SmtpStandIn
+from tests.test_api import SEED, post
+
+EMAIL_LISTS = [Channel.EMAIL.queue + suffix for suffix in ("", ":1", ":2")]
+
+
+def queued_messages(client: redis.Redis) -> list[dict[str, Any]]:
+    """Every Celery message waiting in the email queue's priority lists, decoded."""
+    return [json.loads(raw) for name in EMAIL_LISTS for raw in client.lrange(name, 0, -1)]
+
+
+def delivery_ids_in(messages: list[dict[str, Any]]) -> Counter[str]:
+    ids: Counter[str] = Counter()
+    for message in messages:
+        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        ids.update(args[0])
+    return ids
+
+
+def queue_length(client: redis.Redis) -> int:
+    return sum(client.llen(name) for name in EMAIL_LISTS)
+
+
+def all_delivery_ids(engine: Engine) -> set[str]:
+    with engine.connect() as conn:
+        return {str(i) for i in conn.scalars(text("SELECT id FROM delivery"))}
+
+
+def test_two_relays_publish_each_of_5000_deliveries_exactly_once(
+    processes: Processes, engine: Engine, redis_client: redis.Redis
+) -> None:
+    insert_backlog(engine, 5000)
+
+    first, second = processes.relay(), processes.relay()
+    wait_for(lambda: outbox_counts(engine) == {"DISPATCHED": 5000}, timeout=60, what="drain")
+
+    published = delivery_ids_in(queued_messages(redis_client))
+    assert published.total() == 5000
+    assert set(published) == all_delivery_ids(engine)
+    assert max(published.values()) == 1
+    assert status_counts(engine) == {"QUEUED": 5000}
+    assert "relay cycle failed" not in first.log() + second.log()
+
+
+def test_relay_killed_mid_batch_loses_nothing_and_sends_nothing_twice(
+    processes: Processes, engine: Engine, redis_client: redis.Redis, smtp: SmtpStandIn
+) -> None:
+    insert_backlog(engine, 2000, prefix="killed")
+    doomed = processes.relay(RELAY_BATCH_SIZE="2000")
+    wait_for(lambda: queue_length(redis_client) >= 50, what="publishing to begin")
+
+    doomed.kill()
+
+    published_before_kill = queue_length(redis_client)
+    assert published_before_kill < 2000, "the relay finished its batch before it was killed"
+    assert outbox_counts(engine) == {"PENDING": 2000}  # the uncommitted claim rolled back
+    assert status_counts(engine) == {"PENDING": 2000}
+
+    processes.relay(RELAY_BATCH_SIZE="2000")
+    processes.worker(WORKER_CONCURRENCY="8")
+    wait_for(lambda: status_counts(engine) == {"SENT": 2000}, timeout=90, what="all sent")
+
+    received = smtp.count_by_recipient()
+    assert len(received) == 2000
+    assert set(received.values()) == {1}
+
+
+def test_high_priority_is_sent_before_a_2000_low_backlog_drains(
+    client: FlaskClient,
+    auth: dict[str, str],
+    processes: Processes,
+    engine: Engine,
+) -> None:
+    insert_backlog(engine, 2000, priority=Priority.LOW)
+    processes.relay()
+    wait_for(lambda: outbox_counts(engine) == {"DISPATCHED": 2000}, timeout=30, what="backlog")
+    high = post(client, auth, {**SEED, "priority": "HIGH"}).get_json()
+    wait_for(lambda: outbox_counts(engine).get("PENDING", 0) == 0, what="HIGH dispatched")
+
+    processes.worker(EMAIL_PROVIDER="log", WORKER_CONCURRENCY="1")
+    wait_for(lambda: status_counts(engine).get("SENT", 0) > 0, what="sending to begin")
+    wait_for(lambda: status_counts(engine).get("QUEUED", 0) < 1500, timeout=60, what="progress")
+
+    with engine.connect() as conn:
+        low_sent_before_high = conn.scalar(
+            text(
+                "SELECT count(*) FROM delivery d JOIN notification n ON n.id = d.notification_id"
+                " WHERE n.priority = 'LOW' AND d.sent_at"
+                " < (SELECT sent_at FROM delivery WHERE notification_id = :id)"
+            ),
+            {"id": high["id"]},
+        )
+    assert low_sent_before_high < 10
+
+
+def test_relay_finishes_and_exits_cleanly_on_sigterm(processes: Processes, engine: Engine) -> None:
+    insert_backlog(engine, 300)
+    relay = processes.relay(RELAY_BATCH_SIZE="100")
+    wait_for(lambda: outbox_counts(engine).get("DISPATCHED", 0) > 0, what="a batch")
+
+    relay.popen.send_signal(signal.SIGTERM)
+    code = relay.popen.wait(15)
+
+    assert code == 0
+    assert "relay stopped" in relay.log()
+    # Whatever it claimed it committed whole: dispatched rows come in whole batches.
+    assert outbox_counts(engine).get("DISPATCHED", 0) % 100 == 0
+
+
+def test_notify_wakes_the_relay_long_before_the_poll_interval(
+    client: FlaskClient, auth: dict[str, str], processes: Processes, engine: Engine
+) -> None:
+    processes.relay(RELAY_POLL_INTERVAL_MS="60000", SWEEPER_INTERVAL_SECONDS="600")
+
+    post(client, auth, SEED)
+
+    wait_for(lambda: status_counts(engine) == {"QUEUED": 1}, timeout=10, what="NOTIFY wake-up")
