@@ -239,3 +239,29 @@ def test_worker_killed_mid_send_loses_nothing(
     assert delivery["attempts"] == 2
     assert len(smtp.to("hung@example.com")) == 1
     assert ("SENDING", "RETRYING", 1, "worker_lost") in audit_trail(engine, delivery["id"])
+
+
+def test_chunked_task_retries_only_the_failed_delivery(
+    client: FlaskClient,
+    auth: dict[str, str],
+    processes: Processes,
+    smtp: SmtpStandIn,
+    engine: Engine,
+) -> None:
+    recipients = [f"chunk{i}@example.com" for i in range(5)]
+    smtp.plan("chunk2@example.com", 451)
+    processes.worker()
+    for recipient in recipients:
+        post(client, auth, {**SEED, "recipientEmail": recipient})
+
+    # Started after the five are committed, so one claim holds them all: one task of five.
+    relay = processes.relay(RELAY_TASK_CHUNK="5")
+    wait_for(lambda: status_counts(engine) == {"SENT": 5}, what="all five sent")
+
+    assert smtp.count_by_recipient() == {r: 1 for r in recipients}
+    assert smtp.rcpt_attempts["chunk2@example.com"] == 2
+    assert all(smtp.rcpt_attempts[r] == 1 for r in recipients if r != "chunk2@example.com")
+    with engine.connect() as conn:
+        tasks = conn.scalar(text("SELECT count(DISTINCT dispatched_at) FROM outbox_event"))
+    assert tasks == 1
+    assert "relay cycle failed" not in relay.log()
