@@ -14,6 +14,7 @@ from pathlib import Path
 
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
 
 from app.settings import Settings
 from tests.factories import status_counts
@@ -49,14 +50,15 @@ def test_migrate_creates_a_missing_database_and_is_idempotent(
     settings: Settings, engine: Engine
 ) -> None:
     fresh = replace(settings, database_url=settings.database_url + "_migrate_check")
+    name = make_url(fresh.database_url).database
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("DROP DATABASE IF EXISTS notifications_test_migrate_check"))
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
 
     first, second = run_cli(fresh, "migrate"), run_cli(fresh, "migrate")
 
     assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("DROP DATABASE notifications_test_migrate_check WITH (FORCE)"))
+        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
 
 
 def test_plain_celery_worker_command_delivers(
