@@ -1,0 +1,66 @@
+"""Every Prometheus metric the service exports, named once.
+
+The API serves these (with prometheus-flask-exporter's request metrics) at ``/metrics`` on its
+own port; the relay and each worker serve theirs on ``RELAY_METRICS_PORT`` and
+``WORKER_METRICS_PORT``. Alerts and dashboards in ``k8s/`` use only names defined here.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
+
+# API
+NOTIFICATIONS_ACCEPTED = Counter(
+    "notifications_accepted",
+    "Notifications accepted by the API, per requested channel",
+    ["channel"],
+)
+
+# Relay
+OUTBOX_EVENTS_PROCESSED = Counter(
+    "outbox_events_processed", "Outbox events the relay published to Celery", ["channel"]
+)
+RELAY_BATCH_SIZE = Histogram(
+    "relay_batch_size",
+    "Outbox rows claimed per relay transaction",
+    buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
+)
+OUTBOX_LAG = Gauge("outbox_lag_seconds", "Age of the oldest due PENDING outbox row (0 if none)")
+QUEUE_DEPTH = Gauge(
+    "celery_queue_depth",
+    "Messages waiting in a channel's Celery queue, all priority lists added up",
+    ["queue"],
+)
+SWEEPER_REDRIVEN = Counter("sweeper_redriven", "Deliveries the sweeper re-drove through the outbox")
+
+# Workers
+NOTIFICATIONS_DELIVERED = Counter(
+    "notifications_delivered", "Deliveries the provider accepted", ["channel"]
+)
+NOTIFICATIONS_FAILED = Counter(
+    "notifications_failed",
+    "Deliveries that ended FAILED or EXPIRED; reason is the error code",
+    ["channel", "reason"],
+)
+NOTIFICATION_RETRIES = Counter(
+    "notification_retries", "Delivery attempts that will be retried", ["channel"]
+)
+DELIVERY_LATENCY = Histogram(
+    "notification_delivery_latency_seconds",
+    "From acceptance by the API to the provider accepting the delivery",
+    ["channel"],
+    buckets=LATENCY_BUCKETS,
+)
+PROVIDER_CALL_DURATION = Histogram(
+    "provider_call_duration_seconds",
+    "Duration of one provider send call (a chunk of deliveries)",
+    ["channel"],
+    buckets=LATENCY_BUCKETS,
+)
+
+# From prometheus-flask-exporter in the API (documented here so alerts can rely on them):
+#   flask_http_request_total{method, status}
+#   flask_http_request_duration_seconds{method, path, status}  (histogram)
+API_REQUEST_METRICS = ("flask_http_request_total", "flask_http_request_duration_seconds")
