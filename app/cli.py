@@ -7,8 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from app.domain import Channel
 from app.logs import configure_logging
@@ -37,8 +39,20 @@ def cmd_create_api_key(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _fresh_multiproc_dir() -> None:
+    """Several gunicorn workers share metrics through files; the directory must exist and be
+    empty when the server starts, and be set before prometheus_client is first imported."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="ns-metrics-")
+    os.makedirs(path, exist_ok=True)
+    for leftover in os.listdir(path):
+        os.unlink(os.path.join(path, leftover))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+
+
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    _fresh_multiproc_dir()
     from gunicorn.app.base import BaseApplication
+    from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
     from app.factory import create_app
 
@@ -50,16 +64,21 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("threads", settings.api_threads)
             self.cfg.set("graceful_timeout", 20)
-            self.cfg.set("accesslog", "-")
+            self.cfg.set("child_exit", _child_exit)
 
         def load(self):  # type: ignore[no-untyped-def]
             return create_app(settings)
+
+    def _child_exit(_server: object, worker: Any) -> None:
+        GunicornInternalPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)
 
     _Gunicorn().run()
     return 0
 
 
 def cmd_relay(settings: Settings, _args: argparse.Namespace) -> int:
+    # One process: its gauges are computed at scrape time, which multiprocess mode cannot do.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from relay.main import main
 
     main(settings)
@@ -116,13 +135,15 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     issued = create_api_key(engine, "dev")
     engine.dispose()
     me = [sys.executable, "-m", "app.cli"]
+    # Humans read dev's output: text logs unless LOG_FORMAT says otherwise.
+    child_env = {**os.environ, "LOG_FORMAT": os.environ.get("LOG_FORMAT", "text")}
     commands = {
         "api": me + ["api", "--host", args.host, "--port", str(args.port)],
         "relay": me + ["relay"],
         "worker": me + ["worker", "--queues", ALL_QUEUES],
         "flower": me + ["flower"],
     }
-    children = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
+    children = {name: subprocess.Popen(cmd, env=child_env) for name, cmd in commands.items()}
     shown_host = "localhost" if args.host == "0.0.0.0" else args.host
     print(
         f"\nNotification service running:\n"

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from flask import Flask
+import logging
+import re
+import time
+import uuid
+
+from flask import Flask, Response, g, request
 
 from app.api import health, notifications, openapi
 from app.errors import register_error_handlers
+from app.logs import log_context
+from app.metrics import init_flask_metrics
 from app.services import Services
 from app.settings import Settings
 
@@ -17,7 +24,49 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["notification_service"] = Services.build(settings)
     register_error_handlers(app)
+    _trace_requests(app)
+    init_flask_metrics(app)
     app.register_blueprint(health.blueprint, url_prefix="/api/v1/health")
     app.register_blueprint(notifications.blueprint, url_prefix="/api/v1/notifications")
     app.register_blueprint(openapi.blueprint, url_prefix="/api/v1")
     return app
+
+
+access_log = logging.getLogger("notifications.access")
+_REQUEST_ID = re.compile(r"^[\w.:-]{1,128}$")
+
+
+def _trace_requests(app: Flask) -> None:
+    """Give every request an id (the caller's ``X-Request-Id`` if sane), bind it to the logs of
+    the request, return it, and write one access-log line per request."""
+
+    @app.before_request
+    def _begin() -> None:
+        offered = request.headers.get("X-Request-Id", "")
+        g.request_id = offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
+        g.started = time.perf_counter()
+        g.log_context = log_context(request_id=g.request_id)
+        g.log_context.__enter__()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        access_log.info(
+            "%s %s %d",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - g.get("started", 0)) * 1000, 2),
+            },
+        )
+        return response
+
+    @app.teardown_request
+    def _end(_exc: BaseException | None) -> None:
+        context = g.pop("log_context", None)
+        if context is not None:
+            context.__exit__(None, None, None)

@@ -7,7 +7,21 @@ own port; the relay and each worker serve theirs on ``RELAY_METRICS_PORT`` and
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import logging
+import os
+
+from flask import Flask
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 
@@ -64,3 +78,43 @@ PROVIDER_CALL_DURATION = Histogram(
 #   flask_http_request_total{method, status}
 #   flask_http_request_duration_seconds{method, path, status}  (histogram)
 API_REQUEST_METRICS = ("flask_http_request_total", "flask_http_request_duration_seconds")
+
+
+def metrics_registry() -> CollectorRegistry:
+    """What a process serves: every process's files in multiprocess mode, else its own."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return registry
+    return REGISTRY
+
+
+def serve_metrics(port: int, what: str) -> None:
+    """Serve ``/metrics`` on ``port`` from a daemon thread (0 = off). A port already taken is
+    logged, not fatal: losing metrics must not stop deliveries."""
+    if port <= 0:
+        return
+    try:
+        start_http_server(port, registry=metrics_registry())
+        log.info("%s metrics on :%d/metrics", what, port)
+    except OSError as exc:
+        log.warning("%s metrics not served on :%d: %s", what, port, exc)
+
+
+def init_flask_metrics(app: Flask) -> None:
+    """Request counts and latency by endpoint and status, plus the API metrics above.
+
+    Under gunicorn (``PROMETHEUS_MULTIPROC_DIR`` set by ``notification-service api``) every
+    worker writes its samples to files and ``/metrics`` adds them up, so a scrape answered by
+    any worker is the whole API's. ``group_by="url_rule"`` keeps ids out of the path label.
+    """
+    from prometheus_flask_exporter import PrometheusMetrics
+    from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        GunicornInternalPrometheusMetrics(app, group_by="url_rule")
+        return
+    # One registry per app, so tests may build many apps in one process.
+    registry = CollectorRegistry()
+    registry.register(NOTIFICATIONS_ACCEPTED)
+    PrometheusMetrics(app, registry=registry, group_by="url_rule")

@@ -26,10 +26,11 @@ OUTBOX_WAKE_CHANNEL = "outbox_event"
 _ACCEPT = text(
     """
     WITH n AS (
-        INSERT INTO notification (id, api_key_id, idempotency_key, request_hash, type, priority,
-                                  recipient_email, recipient_phone, user_id, device_tokens,
-                                  webhook_url, subject, body, html_body, data, send_at, expires_at)
-        VALUES (:id, :api_key_id, :idempotency_key, :request_hash, :type, :priority,
+        INSERT INTO notification (id, api_key_id, idempotency_key, request_hash, request_id, type,
+                                  priority, recipient_email, recipient_phone, user_id,
+                                  device_tokens, webhook_url, subject, body, html_body, data,
+                                  send_at, expires_at)
+        VALUES (:id, :api_key_id, :idempotency_key, :request_hash, :request_id, :type, :priority,
                 :recipient_email, :recipient_phone, :user_id, CAST(:device_tokens AS jsonb),
                 :webhook_url, :subject, :body, :html_body, CAST(:data AS jsonb), :send_at,
                 :expires_at)
@@ -105,6 +106,7 @@ def accept(
     api_key_id: uuid.UUID,
     request: NotificationCreate,
     idempotency_key: str | None = None,
+    request_id: str | None = None,
 ) -> Accepted:
     """Commit the notification with its deliveries and outbox events, or replay a prior accept."""
     fingerprint = request_fingerprint(request)
@@ -119,6 +121,7 @@ def accept(
         "api_key_id": str(api_key_id),
         "idempotency_key": idempotency_key,
         "request_hash": fingerprint,
+        "request_id": request_id,
         "type": request.type.value,
         "priority": request.priority.value,
         "priority_rank": request.priority.rank,

@@ -112,6 +112,27 @@ class Settings:
         secret=True,
     )
     log_level: str = _setting("LOG_LEVEL", "INFO", "Log level of every process.")
+    log_format: str = _setting(
+        "LOG_FORMAT", "json", "`json` (one JSON object per line) or `text`; `dev` defaults to text."
+    )
+    relay_metrics_port: int = _setting(
+        "RELAY_METRICS_PORT", 9101, "Port of the relay's Prometheus `/metrics`; 0 turns it off."
+    )
+    worker_metrics_port: int = _setting(
+        "WORKER_METRICS_PORT", 9102, "Port of a worker's Prometheus `/metrics`; 0 turns it off."
+    )
+    outbox_retention_hours: float = _setting(
+        "OUTBOX_RETENTION_HOURS", 72.0, "DISPATCHED outbox rows older than this are deleted."
+    )
+    audit_retention_days: float = _setting(
+        "AUDIT_RETENTION_DAYS", 90.0, "audit_log rows older than this are deleted."
+    )
+    retention_interval_seconds: float = _setting(
+        "RETENTION_INTERVAL_SECONDS", 3600.0, "How often the relay runs retention."
+    )
+    retention_batch_size: int = _setting(
+        "RETENTION_BATCH_SIZE", 5000, "Rows deleted per retention statement."
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -130,6 +151,8 @@ class Settings:
         return replace(settings, **overrides) if overrides else settings
 
     def __post_init__(self) -> None:
+        if self.log_format not in {"json", "text"}:
+            raise SettingsError("LOG_FORMAT: must be 'json' or 'text'")
         if self.email_provider not in {"log", "smtp"}:
             raise SettingsError("EMAIL_PROVIDER: must be 'log' or 'smtp'")
         if self.retry_backoff_max_seconds * 2 >= self.broker_visibility_timeout_seconds:

@@ -29,7 +29,10 @@ _CLAIM = text(
         FROM claimed c
         WHERE d.id = c.delivery_id AND d.status = 'PENDING'
     )
-    SELECT delivery_id, channel, priority FROM claimed
+    SELECT c.delivery_id, c.channel, c.priority, d.notification_id, n.request_id
+    FROM claimed c
+    JOIN delivery d ON d.id = c.delivery_id
+    JOIN notification n ON n.id = d.notification_id
     """
 )
 
@@ -39,6 +42,8 @@ class ClaimedEvent:
     delivery_id: UUID
     channel: str
     priority: int
+    notification_id: UUID
+    request_id: str | None
 
 
 def claim_due(conn: Connection, limit: int) -> list[ClaimedEvent]:

@@ -7,20 +7,27 @@ import select
 import signal
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions
+import redis
 from celery import Celery
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
+from app import metrics
 from app.db import make_engine, transaction
+from app.domain import Channel
 from app.notifications import OUTBOX_WAKE_CHANNEL
 from app.settings import Settings
 from relay.claim import claim_due
 from relay.publish import publish
+from relay.retention import purge
 from relay.sweeper import sweep_once
+from tasks.celery import make_celery, priority_lists
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +40,33 @@ def dispatch_batch(engine: Engine, celery: Celery, settings: Settings) -> int:
             # Published before the commit: if this process dies now, the rows roll back to
             # PENDING and are published again; the worker's guarded claim absorbs the duplicate.
             publish(celery, events, settings.relay_task_chunk)
+    if events:
+        metrics.RELAY_BATCH_SIZE.observe(len(events))
+        for channel, count in Counter(e.channel for e in events).items():
+            metrics.OUTBOX_EVENTS_PROCESSED.labels(channel).inc(count)
     return len(events)
+
+
+_OUTBOX_LAG = text(
+    "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(available_at)), 0) FROM outbox_event"
+    " WHERE status = 'PENDING' AND available_at <= now()"
+)
+
+
+def export_gauges(engine: Engine, broker: redis.Redis) -> None:
+    """Outbox lag and queue depths are read when Prometheus scrapes, so they are never stale."""
+
+    def outbox_lag() -> float:
+        with engine.connect() as conn:
+            return float(conn.scalar(_OUTBOX_LAG) or 0)
+
+    def depth(queue: str) -> Callable[[], float]:
+        lists = priority_lists(queue)
+        return lambda: float(sum(broker.llen(name) for name in lists))
+
+    metrics.OUTBOX_LAG.set_function(outbox_lag)
+    for channel in Channel:
+        metrics.QUEUE_DEPTH.labels(channel.queue).set_function(depth(channel.queue))
 
 
 class Listener:
@@ -84,13 +117,14 @@ class Listener:
 
 def run(settings: Settings, stop: threading.Event) -> None:
     """Relay until ``stop`` is set; the batch in hand is always finished first."""
-    from tasks.celery import make_celery
 
     engine = make_engine(settings, pool_size=2)
     celery = make_celery(settings)
     listener = Listener(settings.database_url)
+    export_gauges(engine, redis.Redis.from_url(settings.redis_url, socket_timeout=2))
+    metrics.serve_metrics(settings.relay_metrics_port, "relay")
     poll_seconds = settings.relay_poll_interval_ms / 1000
-    next_sweep = 0.0
+    next_sweep = next_retention = 0.0
     log.info("relay started: batch %d, poll %.1fs", settings.relay_batch_size, poll_seconds)
     try:
         while not stop.is_set():
@@ -99,9 +133,14 @@ def run(settings: Settings, stop: threading.Event) -> None:
                     dispatch_batch(engine, celery, settings) == settings.relay_batch_size
                 ):
                     pass
+                if time.monotonic() >= next_retention:
+                    next_retention = time.monotonic() + settings.retention_interval_seconds
+                    purge(engine, settings)
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + settings.sweeper_interval_seconds
-                    if sweep_once(engine, settings):
+                    redriven = sweep_once(engine, settings)
+                    if redriven:
+                        metrics.SWEEPER_REDRIVEN.inc(redriven)
                         continue
             except Exception:
                 log.exception("relay cycle failed; retrying after the poll interval")

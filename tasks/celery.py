@@ -12,6 +12,16 @@ from app.domain import Channel, Priority
 from app.logs import configure_logging
 from app.settings import Settings
 
+PRIORITY_SEP = ":"
+
+
+def priority_lists(queue: str) -> list[str]:
+    """The Redis lists that hold one Celery queue: one per priority (email, email:1, email:2)."""
+    return [queue if rank == 0 else f"{queue}{PRIORITY_SEP}{rank}" for rank in _PRIORITY_STEPS]
+
+
+_PRIORITY_STEPS = sorted(p.rank for p in Priority)
+
 
 def make_celery(settings: Settings) -> Celery:
     celery = Celery("notifications", broker=settings.redis_url, include=["tasks.deliver"])
@@ -30,8 +40,8 @@ def make_celery(settings: Settings) -> Celery:
         # The default priority is NORMAL's, so un-prioritised messages do not jump HIGH ones.
         task_default_priority=Priority.NORMAL.rank,
         broker_transport_options={
-            "priority_steps": sorted(p.rank for p in Priority),
-            "sep": ":",
+            "priority_steps": _PRIORITY_STEPS,
+            "sep": PRIORITY_SEP,
             "queue_order_strategy": "priority",
             "visibility_timeout": settings.broker_visibility_timeout_seconds,
         },

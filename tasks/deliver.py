@@ -5,19 +5,25 @@ from __future__ import annotations
 import logging
 import os
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from itertools import groupby
+from typing import Any
 
 from celery import Task
+from celery.signals import worker_init
 from sqlalchemy import Engine
 
-from app import transitions
+from app import metrics, transitions
 from app.db import make_engine, transaction
 from app.domain import Channel, DeliveryStatus
+from app.logs import log_context
 from app.settings import Settings
 from app.transitions import DeliveryResult
 from tasks.celery import app
+from tasks.celery import settings as celery_settings
 from tasks.channels import build_providers
 from tasks.channels.base import (
     InvalidRecipient,
@@ -98,6 +104,7 @@ def send_all(context: WorkerContext, messages: Sequence[Message]) -> list[Delive
     for channel, group in by_channel:
         batch = list(group)
         provider = context.providers.get(channel)
+        started = time.perf_counter()
         if provider is None:
             outcomes: list[Outcome] = [
                 Retryable("no_provider", f"no {channel.value} provider configured")
@@ -108,6 +115,7 @@ def send_all(context: WorkerContext, messages: Sequence[Message]) -> list[Delive
             except Exception as exc:
                 log.exception("provider for %s raised", channel.value)
                 outcomes = [Retryable("provider_error", repr(exc)[:500])] * len(batch)
+        metrics.PROVIDER_CALL_DURATION.labels(channel.value).observe(time.perf_counter() - started)
         results.extend(judge(context.settings, m, o) for m, o in zip(batch, outcomes, strict=True))
     return results
 
@@ -117,23 +125,43 @@ def deliver_ids(context: WorkerContext, delivery_ids: Sequence[str]) -> list[Del
     lease = context.settings.sweeper_lease_seconds
     with transaction(context.engine) as conn:
         claimed = transitions.claim_for_sending(conn, delivery_ids, lease)
-    messages = [Message.from_row(row) for row in claimed if row.status == DeliveryStatus.SENDING]
+    rows = {row.id: row for row in claimed}
     for row in claimed:
         if row.status == DeliveryStatus.EXPIRED:
-            log.info("delivery %s expired before sending", row.id)
+            _observe(row, DeliveryStatus.EXPIRED.value, row.error_code)
+    messages = [Message.from_row(row) for row in claimed if row.status == DeliveryStatus.SENDING]
     if not messages:
         return []
     results = send_all(context, messages)
     with transaction(context.engine) as conn:
         applied = transitions.record_outcomes(conn, results)
     for result in results:
+        status = applied.get(result.delivery_id, "not recorded (no longer SENDING)")
+        _observe(rows[result.delivery_id], status, result.error_code)
+    return [r for r in results if applied.get(r.delivery_id) == DeliveryStatus.RETRYING.value]
+
+
+def _observe(row: Any, status: str, error_code: str | None) -> None:
+    """One log line and the metrics for what happened to one delivery."""
+    channel = row.channel
+    if status == DeliveryStatus.SENT:
+        metrics.NOTIFICATIONS_DELIVERED.labels(channel).inc()
+        latency = (datetime.now(UTC) - row.created_at).total_seconds()
+        metrics.DELIVERY_LATENCY.labels(channel).observe(max(latency, 0.0))
+    elif status in (DeliveryStatus.FAILED, DeliveryStatus.EXPIRED):
+        metrics.NOTIFICATIONS_FAILED.labels(channel, error_code or "unknown").inc()
+    elif status == DeliveryStatus.RETRYING:
+        metrics.NOTIFICATION_RETRIES.labels(channel).inc()
+    with log_context(
+        request_id=row.request_id, notification_id=row.notification_id, delivery_id=row.id
+    ):
         log.info(
             "delivery %s %s%s",
-            result.delivery_id,
-            applied.get(result.delivery_id, "not recorded (no longer SENDING)"),
-            f" ({result.error_code})" if result.error_code else "",
+            row.id,
+            status,
+            f" ({error_code})" if error_code else "",
+            extra={"channel": channel, "status": status, "attempt": row.attempts},
         )
-    return [r for r in results if applied.get(r.delivery_id) == DeliveryStatus.RETRYING.value]
 
 
 @app.task(name=TASK_NAME, bind=True, acks_late=True, max_retries=None)
@@ -146,3 +174,8 @@ def deliver(self: Task, delivery_ids: list[str]) -> None:
             countdown=result.retry_in_seconds,
             throw=False,
         )
+
+
+@worker_init.connect
+def _serve_worker_metrics(**_: Any) -> None:
+    metrics.serve_metrics(celery_settings.worker_metrics_port, "worker")

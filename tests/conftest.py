@@ -49,6 +49,8 @@ def base_settings(database_url: str) -> Settings:
         retry_backoff_max_seconds=1.0,
         delivery_max_attempts=4,
         worker_concurrency=4,
+        relay_metrics_port=0,
+        worker_metrics_port=0,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any, TypeVar
 
@@ -11,6 +12,8 @@ from pydantic import BaseModel, ValidationError
 from app import notifications
 from app.auth import require_api_key
 from app.errors import ApiError
+from app.logs import log_context
+from app.metrics import NOTIFICATIONS_ACCEPTED
 from app.schemas import (
     CancelResult,
     FieldError,
@@ -26,6 +29,7 @@ from app.services import services
 blueprint = Blueprint("notifications", __name__)
 
 M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 IDEMPOTENCY_KEY_MAX = 255
 
@@ -51,13 +55,25 @@ def submit() -> Response:
             where="request headers",
         )
     try:
-        accepted = notifications.accept(services().engine, g.api_key_id, body, idempotency_key)
+        accepted = notifications.accept(
+            services().engine, g.api_key_id, body, idempotency_key, g.request_id
+        )
     except notifications.IdempotencyConflict:
         raise ApiError(
             409,
             "idempotency_key_reused",
             "This Idempotency-Key was used with a different request body.",
         ) from None
+    if not accepted.replayed:
+        for channel in body.channels:
+            NOTIFICATIONS_ACCEPTED.labels(channel.value).inc()
+    with log_context(notification_id=accepted.notification["id"]):
+        log.info(
+            "notification %s %s",
+            "replayed" if accepted.replayed else "accepted",
+            accepted.notification["id"],
+            extra={"delivery_ids": [str(d["id"]) for d in accepted.notification["deliveries"]]},
+        )
     response = _json(NotificationView, accepted.notification, 202)
     response.headers["Location"] = url_for(
         ".read", notification_id=accepted.notification["id"], _external=False
