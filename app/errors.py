@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask, Response
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from app.schemas import ErrorBody, ErrorDetail, FieldError
@@ -76,6 +77,20 @@ def register_error_handlers(app: Flask) -> None:
         if error.code == 405 and error.response is None:
             response.headers["Allow"] = ", ".join(getattr(error, "valid_methods", None) or [])
         return response
+
+    @app.errorhandler(OperationalError)
+    def _database_unavailable(error: OperationalError) -> Response:
+        # Not the caller's fault and nothing was accepted: tell them to retry (with their
+        # Idempotency-Key), rather than a bare 500.
+        log.warning("database unavailable: %s", type(error.orig).__name__)
+        return error_response(
+            ApiError(
+                503,
+                "database_unavailable",
+                "The database is unavailable; nothing was written. Retry shortly.",
+                headers={"Retry-After": "2"},
+            )
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:

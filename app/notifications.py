@@ -20,9 +20,11 @@ from app.schemas import NotificationCreate
 
 OUTBOX_WAKE_CHANNEL = "outbox_event"
 
-# Accepted means committed: the notification, one delivery per channel and one outbox event per
-# delivery are written by one statement in one transaction, and the relay is woken by NOTIFY
-# (delivered only at commit, so the relay never wakes to rows it cannot see yet).
+# Accepted means committed, in one round trip: the notification, one delivery per channel and one
+# outbox event per delivery are written by one statement, and NOTIFY wakes the relay. The
+# statements travel as one simple query on an autocommit connection, which PostgreSQL runs as a
+# single implicit transaction, committed before execute() returns; if any part fails, nothing is
+# written. NOTIFY is delivered only at commit, so the relay never wakes to rows it cannot see.
 _ACCEPT = text(
     """
     WITH n AS (
@@ -42,7 +44,7 @@ _ACCEPT = text(
     INSERT INTO outbox_event (delivery_id, channel, priority, available_at)
     SELECT d.id, d.channel, :priority_rank, COALESCE(CAST(:send_at AS timestamptz), now())
     FROM d;
-    SELECT pg_notify('outbox_event', '');
+    SELECT now() AS created_at, pg_notify('outbox_event', '');
     """
 )
 
@@ -140,9 +142,8 @@ def accept(
         "channels": channels,
     }
     try:
-        with transaction(engine) as conn:
-            conn.execute(_ACCEPT, params)
-            view = _get(conn, notification_id)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            created_at = conn.execute(_ACCEPT, params).scalar_one()
     except IntegrityError:
         # Two requests with one Idempotency-Key raced; the other committed first.
         if idempotency_key is None:
@@ -151,8 +152,7 @@ def accept(
         if replay is None:
             raise
         return replay
-    assert view is not None
-    return Accepted(view, replayed=False)
+    return Accepted(_accepted_view(request, params, created_at), replayed=False)
 
 
 def get(engine: Engine, notification_id: uuid.UUID) -> dict[str, Any] | None:
@@ -240,6 +240,40 @@ def _replay(
         view = _get(conn, row.id)
     assert view is not None
     return Accepted(view, replayed=True)
+
+
+def _accepted_view(
+    request: NotificationCreate, params: dict[str, Any], created_at: datetime
+) -> dict[str, Any]:
+    """What GET would show right after the commit, without reading it back."""
+    return {
+        "id": params["id"],
+        "type": params["type"],
+        "priority": params["priority"],
+        "status": "PENDING",
+        "sendAt": request.send_at,
+        "expiresAt": request.expires_at,
+        "createdAt": created_at,
+        "deliveries": [
+            {
+                "id": delivery_id,
+                "channel": channel,
+                "status": "PENDING",
+                "attempts": 0,
+                "errorCode": None,
+                "lastError": None,
+                "providerMessageId": None,
+                "nextAttemptAt": None,
+                "createdAt": created_at,
+                "updatedAt": created_at,
+                "sentAt": None,
+            }
+            for delivery_id, channel in sorted(
+                zip(params["delivery_ids"], params["channels"], strict=True),
+                key=lambda pair: pair[1],
+            )
+        ],
+    }
 
 
 def _get(conn: Connection, notification_id: uuid.UUID) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ import redis
 from flask import current_app
 from sqlalchemy import Engine
 
+from app.auth import KeyCache
 from app.db import make_engine
 from app.domain import Channel
 from app.settings import Settings
@@ -19,6 +20,7 @@ class Services:
     engine: Engine
     redis: redis.Redis
     available_channels: frozenset[Channel]
+    key_cache: KeyCache
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -26,11 +28,14 @@ class Services:
 
         return cls(
             settings=settings,
-            engine=make_engine(settings, pool_size=settings.api_threads),
+            # No ping per checkout: it would double the round trips of every request. A dead
+            # connection fails one request (503) and SQLAlchemy then refreshes the whole pool.
+            engine=make_engine(settings, pool_size=settings.api_threads, pre_ping=False),
             redis=redis.Redis.from_url(
                 settings.redis_url, socket_timeout=2, socket_connect_timeout=2
             ),
             available_channels=available_channels(settings),
+            key_cache=KeyCache(settings.api_key_cache_seconds),
         )
 
 

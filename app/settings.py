@@ -54,6 +54,11 @@ class Settings:
     api_max_body_bytes: int = _setting(
         "API_MAX_BODY_BYTES", 65536, "Largest accepted request body; larger → 413."
     )
+    api_key_cache_seconds: float = _setting(
+        "API_KEY_CACHE_SECONDS",
+        10.0,
+        "API keys are cached this long; a revoked key lapses within it.",
+    )
     email_provider: str = _setting(
         "EMAIL_PROVIDER", "log", "`log` (writes deliveries to the worker log) or `smtp`."
     )

@@ -15,6 +15,8 @@ from tasks.deliver import TASK_NAME
 
 log = logging.getLogger(__name__)
 
+PIPELINE_SIZE = 500
+
 
 def chunks(
     events: Sequence[ClaimedEvent], size: int
@@ -28,9 +30,13 @@ def chunks(
 
 
 def publish(celery: Celery, events: Sequence[ClaimedEvent], chunk_size: int) -> int:
-    """Publish every event; raises if the broker refuses, so the caller's claim rolls back."""
+    """Publish every event; raises if the broker refuses, so the caller's claim rolls back.
+
+    The messages are ordinary Celery protocol-2 tasks; ``Producer.batch`` only sends their
+    LPUSHes to Redis in pipelines instead of one round trip each.
+    """
     published = 0
-    with celery.producer_or_acquire() as producer:
+    with celery.producer_or_acquire() as producer, producer.batch(max_size=PIPELINE_SIZE):
         for channel, priority, chunk in chunks(events, chunk_size):
             result = celery.send_task(
                 TASK_NAME,

@@ -383,3 +383,27 @@ def test_responses_match_the_openapi_schemas(client: FlaskClient, auth: dict[str
         client.post(created.headers["Location"] + "/cancel", headers=auth), item + "/cancel", "post"
     )
     check(client.get("/api/v1/health/ready"), "/api/v1/health/ready", "get")
+
+
+def test_database_outage_is_503_with_retry_after_and_no_internals(settings: Settings) -> None:
+    down = create_app(replace(settings, database_url="postgresql://postgres@127.0.0.1:1/x"))
+
+    response = down.test_client().post(
+        "/api/v1/notifications", json=SEED, headers={"Authorization": "Bearer nsk_anything"}
+    )
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "2"
+    assert response.get_json()["error"]["code"] == "database_unavailable"
+    assert "127.0.0.1" not in response.get_data(as_text=True)
+
+
+def test_accept_response_matches_what_get_reads_back(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    body = {**SEED, "sendAt": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}
+
+    created = post(client, auth, body).get_json()
+    read = client.get(f"/api/v1/notifications/{created['id']}", headers=auth).get_json()
+
+    assert created == read
