@@ -18,13 +18,11 @@ from app import transitions
 from app.db import transaction
 from app.schemas import NotificationCreate
 
-OUTBOX_WAKE_CHANNEL = "outbox_event"
-
 # Accepted means committed, in one round trip: the notification, one delivery per channel and one
-# outbox event per delivery are written by one statement, and NOTIFY wakes the relay. The
-# statements travel as one simple query on an autocommit connection, which PostgreSQL runs as a
-# single implicit transaction, committed before execute() returns; if any part fails, nothing is
-# written. NOTIFY is delivered only at commit, so the relay never wakes to rows it cannot see.
+# outbox event per delivery are written by one statement. The statements travel as one simple
+# query on an autocommit connection, which PostgreSQL runs as a single implicit transaction,
+# committed before execute() returns; if any part fails, nothing is written. The caller wakes the
+# relay after the commit (app/wake.py), so the relay never wakes to rows it cannot see.
 _ACCEPT = text(
     """
     WITH n AS (
@@ -44,7 +42,7 @@ _ACCEPT = text(
     INSERT INTO outbox_event (delivery_id, channel, priority, available_at)
     SELECT d.id, d.channel, :priority_rank, COALESCE(CAST(:send_at AS timestamptz), now())
     FROM d;
-    SELECT now() AS created_at, pg_notify('outbox_event', '');
+    SELECT now() AS created_at;
     """
 )
 

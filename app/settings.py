@@ -60,7 +60,9 @@ class Settings:
         "API keys are cached this long; a revoked key lapses within it.",
     )
     email_provider: str = _setting(
-        "EMAIL_PROVIDER", "log", "`log` (writes deliveries to the worker log) or `smtp`."
+        "EMAIL_PROVIDER",
+        "log",
+        "`log` (writes deliveries to the worker log), `smtp`, or `noop` (benchmarks).",
     )
     smtp_host: str = _setting("SMTP_HOST", "127.0.0.1", "SMTP server host.")
     smtp_port: int = _setting("SMTP_PORT", 25, "SMTP server port.")
@@ -78,7 +80,7 @@ class Settings:
         "RELAY_BATCH_SIZE", 100, "Outbox rows the relay claims per transaction."
     )
     relay_poll_interval_ms: int = _setting(
-        "RELAY_POLL_INTERVAL_MS", 5000, "Relay poll interval when no NOTIFY wakes it."
+        "RELAY_POLL_INTERVAL_MS", 5000, "Relay poll interval when no wake-up signal arrives."
     )
     relay_task_chunk: int = _setting(
         "RELAY_TASK_CHUNK", 1, "Deliveries of one channel and priority per Celery task."
@@ -158,8 +160,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.log_format not in {"json", "text"}:
             raise SettingsError("LOG_FORMAT: must be 'json' or 'text'")
-        if self.email_provider not in {"log", "smtp"}:
-            raise SettingsError("EMAIL_PROVIDER: must be 'log' or 'smtp'")
+        if self.email_provider not in {"log", "smtp", "noop"}:
+            raise SettingsError("EMAIL_PROVIDER: must be 'log', 'smtp' or 'noop'")
         if self.retry_backoff_max_seconds * 2 >= self.broker_visibility_timeout_seconds:
             raise SettingsError(
                 "RETRY_BACKOFF_MAX_SECONDS must stay well under BROKER_VISIBILITY_TIMEOUT_SECONDS"

@@ -1,9 +1,9 @@
-"""The relay process: wake on NOTIFY (or the poll interval), drain due outbox rows, sweep."""
+"""The relay process: wake on a Redis signal (or the poll interval), drain due outbox rows,
+sweep stuck deliveries, apply retention."""
 
 from __future__ import annotations
 
 import logging
-import select
 import signal
 import threading
 import time
@@ -11,18 +11,15 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import psycopg2
-import psycopg2.extensions
 import redis
 from celery import Celery
 from sqlalchemy import Engine, text
-from sqlalchemy.engine import make_url
 
 from app import metrics
 from app.db import make_engine, transaction
 from app.domain import Channel
-from app.notifications import OUTBOX_WAKE_CHANNEL
 from app.settings import Settings
+from app.wake import WakeListener
 from relay.claim import claim_due
 from relay.publish import publish
 from relay.retention import purge
@@ -69,58 +66,12 @@ def export_gauges(engine: Engine, broker: redis.Redis) -> None:
         metrics.QUEUE_DEPTH.labels(channel.queue).set_function(depth(channel.queue))
 
 
-class Listener:
-    """A LISTEN connection that survives PostgreSQL restarts (it reconnects on next wait)."""
-
-    def __init__(self, database_url: str) -> None:
-        url = make_url(database_url).set(drivername="postgresql")
-        self._dsn = url.render_as_string(hide_password=False)
-        self._conn: Any = None
-
-    def wait(self, timeout: float, stop: threading.Event) -> bool:
-        """Block until a NOTIFY arrives, ``timeout`` passes or ``stop`` is set. True if notified."""
-        deadline = time.monotonic() + timeout
-        while not stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            try:
-                conn = self._connection()
-                readable, _, _ = select.select([conn], [], [], min(remaining, 0.5))
-                if readable:
-                    conn.poll()
-                    if conn.notifies:
-                        conn.notifies.clear()
-                        return True
-            except (psycopg2.Error, OSError):
-                log.warning("LISTEN connection lost; polling until it is back")
-                self.close()
-                stop.wait(min(remaining, 1.0))
-        return False
-
-    def _connection(self) -> Any:
-        if self._conn is None:
-            conn = psycopg2.connect(self._dsn, connect_timeout=5)
-            conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
-            conn.cursor().execute(f"LISTEN {OUTBOX_WAKE_CHANNEL}")
-            self._conn = conn
-        return self._conn
-
-    def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except psycopg2.Error:
-                pass
-            self._conn = None
-
-
 def run(settings: Settings, stop: threading.Event) -> None:
     """Relay until ``stop`` is set; the batch in hand is always finished first."""
 
     engine = make_engine(settings, pool_size=2)
     celery = make_celery(settings)
-    listener = Listener(settings.database_url)
+    listener = WakeListener(settings.redis_url)
     export_gauges(engine, redis.Redis.from_url(settings.redis_url, socket_timeout=2))
     metrics.serve_metrics(settings.relay_metrics_port, "relay")
     poll_seconds = settings.relay_poll_interval_ms / 1000

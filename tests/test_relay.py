@@ -124,11 +124,21 @@ def test_relay_finishes_and_exits_cleanly_on_sigterm(processes: Processes, engin
     assert outbox_counts(engine).get("DISPATCHED", 0) % 100 == 0
 
 
-def test_notify_wakes_the_relay_long_before_the_poll_interval(
+def test_accept_wakes_the_relay_long_before_the_poll_interval(
     client: FlaskClient, auth: dict[str, str], processes: Processes, engine: Engine
 ) -> None:
     processes.relay(RELAY_POLL_INTERVAL_MS="60000", SWEEPER_INTERVAL_SECONDS="600")
 
     post(client, auth, SEED)
 
-    wait_for(lambda: status_counts(engine) == {"QUEUED": 1}, timeout=10, what="NOTIFY wake-up")
+    wait_for(lambda: status_counts(engine) == {"QUEUED": 1}, timeout=10, what="wake-up")
+
+
+def test_relay_still_polls_when_the_wake_up_is_lost(
+    processes: Processes, engine: Engine
+) -> None:
+    processes.relay(RELAY_POLL_INTERVAL_MS="500")
+
+    insert_backlog(engine, 3)  # written without any wake-up, as after a lost signal
+
+    wait_for(lambda: status_counts(engine) == {"QUEUED": 3}, timeout=10, what="poll")

@@ -25,6 +25,7 @@ from app.schemas import (
     missing_recipients,
 )
 from app.services import services
+from app.wake import wake_relay
 
 blueprint = Blueprint("notifications", __name__)
 
@@ -65,6 +66,7 @@ def submit() -> Response:
             "This Idempotency-Key was used with a different request body.",
         ) from None
     if not accepted.replayed:
+        wake_relay(services().redis)
         for channel in body.channels:
             NOTIFICATIONS_ACCEPTED.labels(channel.value).inc()
     with log_context(notification_id=accepted.notification["id"]):

@@ -10,13 +10,14 @@ from tasks.channels.base import Provider
 def build_providers(settings: Settings) -> dict[Channel, Provider]:
     """The provider of every channel this service can deliver, as configured."""
     from tasks.channels.email import SmtpEmailProvider
-    from tasks.channels.log import LogProvider
+    from tasks.channels.log import LogProvider, NoopProvider
 
-    return {
-        Channel.EMAIL: SmtpEmailProvider(settings)
-        if settings.email_provider == "smtp"
-        else LogProvider(),
-    }
+    email: Provider = {
+        "smtp": lambda: SmtpEmailProvider(settings),
+        "noop": NoopProvider,
+        "log": LogProvider,
+    }[settings.email_provider]()
+    return {Channel.EMAIL: email}
 
 
 def available_channels(settings: Settings) -> frozenset[Channel]:

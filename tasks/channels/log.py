@@ -24,3 +24,11 @@ class LogProvider:
                 message.attempt,
             )
         return [Sent(provider_message_id=f"log-{m.delivery_id}") for m in messages]
+
+
+class NoopProvider:
+    """Accepts every message and does nothing: the delivery side of the benchmarks, so they
+    measure the pipeline rather than a provider."""
+
+    def send(self, messages: Sequence[Message]) -> list[Outcome]:
+        return [Sent() for _ in messages]

@@ -1,0 +1,68 @@
+"""Waking the relay: a Redis message published after the accepting transaction commits.
+
+Not PostgreSQL NOTIFY: a transaction that issued NOTIFY holds a global lock through its commit,
+which serialises concurrent commits (measured in bench/: 7,400 commits/s without, 1,300 with).
+A lost wake-up costs only latency: the relay also polls every RELAY_POLL_INTERVAL_MS.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+
+log = logging.getLogger(__name__)
+
+WAKE_CHANNEL = "outbox:wake"
+
+
+def wake_relay(client: redis.Redis) -> None:
+    """Tell every relay there is work. Never fails the caller: the rows are committed already."""
+    try:
+        client.publish(WAKE_CHANNEL, b"")
+    except redis.RedisError as exc:
+        log.debug("relay wake-up not sent (%s); relays will poll", type(exc).__name__)
+
+
+class WakeListener:
+    """The relay's side: blocks until a wake-up, a timeout or a stop; survives Redis restarts."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+        self._pubsub: redis.client.PubSub | None = None
+
+    def wait(self, timeout: float, stop: threading.Event) -> bool:
+        """True if woken, False after ``timeout`` or when ``stop`` is set."""
+        deadline = time.monotonic() + timeout
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                pubsub = self._subscribed()
+                if pubsub.get_message(ignore_subscribe_messages=True, timeout=min(remaining, 0.5)):
+                    while pubsub.get_message(ignore_subscribe_messages=True, timeout=0):
+                        pass  # many wake-ups while busy mean one drain
+                    return True
+            except (redis.RedisError, OSError):
+                log.warning("wake-up subscription lost; polling until Redis is back")
+                self.close()
+                stop.wait(min(max(remaining, 0), 1.0))
+        return False
+
+    def _subscribed(self) -> redis.client.PubSub:
+        if self._pubsub is None:
+            pubsub = self._client.pubsub()
+            pubsub.subscribe(WAKE_CHANNEL)
+            self._pubsub = pubsub
+        return self._pubsub
+
+    def close(self) -> None:
+        if self._pubsub is not None:
+            try:
+                self._pubsub.close()
+            except (redis.RedisError, OSError):
+                pass
+            self._pubsub = None
