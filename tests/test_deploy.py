@@ -557,3 +557,86 @@ def test_dockerfile_builds_in_one_stage_and_runs_slim_non_root_in_another() -> N
     (healthcheck,) = [line for line in final if line.startswith("HEALTHCHECK")]
     assert "/api/v1/health/live" in healthcheck and "urllib.request" in healthcheck
     assert 'ENTRYPOINT ["notification-service"]' in final
+
+
+# --- RUNBOOK.md ----------------------------------------------------------------------------------
+
+
+def runbook() -> str:
+    return (ROOT / "RUNBOOK.md").read_text()
+
+
+def runbook_sql_statements() -> list[str]:
+    blocks = re.findall(r"```sql\n(.*?)```", runbook(), flags=re.DOTALL)
+    # Indented blocks sit inside list items; their statements are the same SQL.
+    text = "\n".join(re.sub(r"(?m)^ +", "", block) for block in blocks)
+    text = re.sub(r"(?m)--.*$", "", text)
+    return [s.strip() for s in text.split(";") if s.strip()]
+
+
+def test_runbook_sql_runs_against_the_migrated_schema(engine: Any) -> None:
+    from sqlalchemy import text
+
+    statements = runbook_sql_statements()
+    assert len(statements) >= 8
+    ran = 0
+    with engine.connect() as conn:
+        for statement in statements:
+            statement = statement.replace(
+                "'<delivery id>'", "'00000000-0000-0000-0000-000000000000'"
+            )
+            if re.search(r"<\w[\w ]*>", statement):  # e.g. pg_terminate_backend(<pid>)
+                continue
+            conn.execute(text(statement.replace(":", r"\:"))).fetchall()
+            ran += 1
+        conn.rollback()
+    assert ran == len(statements) - 1
+
+
+def test_runbook_names_only_objects_the_manifests_define() -> None:
+    kinds = {
+        "deploy": "Deployment",
+        "statefulset": "StatefulSet",
+        "job": "Job",
+        "cronjob": "CronJob",
+        "svc": "Service",
+        "scaledobject": "ScaledObject",
+        "hpa": "HorizontalPodAutoscaler",
+        "ingress": "Ingress",
+    }
+    defined = {(doc["kind"], doc["metadata"]["name"]) for _, doc in manifests()}
+    mentioned = set(
+        re.findall(r"\b(deploy|statefulset|job|cronjob|svc)/(notification-[\w-]+)", runbook())
+    )
+    mentioned |= set(re.findall(r"\b(scaledobject|hpa|ingress)\s+(notification-[\w-]+)", runbook()))
+    assert mentioned
+    missing = {
+        (kind, name)
+        for kind, name in mentioned
+        if (kinds[kind], name) not in defined and not name.endswith("-")  # worker-{email,...}
+    }
+    assert missing == set()
+    assert "notification-postgres-0" in runbook()  # the StatefulSet's first pod
+
+
+def test_runbook_commands_and_settings_are_the_codes() -> None:
+    from app.cli import COMMANDS
+
+    used = set(re.findall(r"notification-service (\w[\w-]*)", runbook()))
+    assert used and used <= set(COMMANDS)
+    assert set(re.findall(r"celery -A (\S+)", runbook())) == {"tasks"}
+
+    known = {env for env, _, _ in Settings.documented()}
+    known |= {"RELAY_METRICS_PORT", "WORKER_METRICS_PORT", "LOG_FORMAT"}
+    known |= {"OUTBOX_RETENTION_HOURS", "AUDIT_RETENTION_DAYS"}  # being added to the relay
+    for _, doc in manifests():
+        if doc["kind"] in {"Secret", "ConfigMap"}:
+            known |= set(doc.get("stringData", {})) | set(doc.get("data", {}))
+        spec = pod_spec(doc)
+        for container in spec["containers"] if spec else []:
+            known |= {e["name"] for e in container.get("env", [])}
+    mentioned = set(re.findall(r"`([A-Z][A-Z0-9]*_[A-Z0-9_]+)", runbook()))
+    assert mentioned - known == set()
+
+    lists = set(re.findall(r"rc (?:LLEN|MEMORY USAGE) ([\w$:]+)", runbook()))
+    assert lists - {"$q", "$q:1", "$q:2"} <= set(QUEUES)
