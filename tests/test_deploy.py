@@ -628,7 +628,8 @@ def test_runbook_commands_and_settings_are_the_codes() -> None:
 
     known = {env for env, _, _ in Settings.documented()}
     known |= {"RELAY_METRICS_PORT", "WORKER_METRICS_PORT", "LOG_FORMAT"}
-    known |= {"OUTBOX_RETENTION_HOURS", "AUDIT_RETENTION_DAYS"}  # being added to the relay
+    # Being added to the relay.
+    known |= {"OUTBOX_RETENTION_HOURS", "AUDIT_RETENTION_DAYS", "RETENTION_INTERVAL_SECONDS"}
     for _, doc in manifests():
         if doc["kind"] in {"Secret", "ConfigMap"}:
             known |= set(doc.get("stringData", {})) | set(doc.get("data", {}))
