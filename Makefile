@@ -1,18 +1,20 @@
 # The two commands:  make run  (the whole system)   make test  (the whole test suite)
 # Both set up everything first: the virtualenv with the project and its extras, and local
 # PostgreSQL and Redis (installed from Debian's packages if missing, started if stopped).
+# make test also installs docker-compose from Debian's packages (tests/test_deploy.py runs
+# `docker-compose config` on docker/docker-compose.yml; no Docker engine is needed for that).
 
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: run test services
+.PHONY: run test services deploy-tools
 
 run: $(STAMP) services
 	$(BIN)/notification-service dev
 
-test: $(STAMP) services
+test: $(STAMP) services deploy-tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 $(STAMP): setup.cfg pyproject.toml
@@ -37,4 +39,10 @@ services:
 	  echo "starting Redis"; \
 	  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no; \
 	  for i in $$(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.5; done; \
+	fi
+
+deploy-tools:
+	@if ! command -v docker-compose >/dev/null; then \
+	  echo "installing docker-compose from Debian's packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose; \
 	fi
