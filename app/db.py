@@ -18,13 +18,16 @@ def sqlalchemy_url(database_url: str) -> URL:
     return make_url(database_url).set(drivername="postgresql+psycopg2")
 
 
-def make_engine(settings: Settings, *, pool_size: int = 5, pre_ping: bool = True) -> Engine:
+def make_engine(
+    settings: Settings, *, pool_size: int = 5, pre_ping: bool = True, autocommit: bool = False
+) -> Engine:
     return create_engine(
         sqlalchemy_url(settings.database_url),
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=pre_ping,
         connect_args={"connect_timeout": 5, "application_name": "notification-service"},
+        **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
     )
 
 

@@ -19,10 +19,11 @@ from app.db import transaction
 from app.schemas import NotificationCreate
 
 # Accepted means committed, in one round trip: the notification, one delivery per channel and one
-# outbox event per delivery are written by one statement. The statements travel as one simple
-# query on an autocommit connection, which PostgreSQL runs as a single implicit transaction,
-# committed before execute() returns; if any part fails, nothing is written. The caller wakes the
-# relay after the commit (app/wake.py), so the relay never wakes to rows it cannot see.
+# outbox event per delivery are written by one statement. On an autocommit connection (the API's
+# ingest engine) the statements travel as one simple query, which PostgreSQL runs as a single
+# implicit transaction committed before execute() returns; if any part fails, nothing is written.
+# On an ordinary connection the explicit commit() below makes it the usual two round trips. The
+# caller wakes the relay after the commit (app/wake.py), never before.
 _ACCEPT = text(
     """
     WITH n AS (
@@ -140,8 +141,9 @@ def accept(
         "channels": channels,
     }
     try:
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        with engine.connect() as conn:
             created_at = conn.execute(_ACCEPT, params).scalar_one()
+            conn.commit()
     except IntegrityError:
         # Two requests with one Idempotency-Key raced; the other committed first.
         if idempotency_key is None:

@@ -12,6 +12,7 @@ from app.auth import KeyCache
 from app.db import make_engine
 from app.domain import Channel
 from app.settings import Settings
+from app.wake import Waker
 
 
 @dataclass(frozen=True)
@@ -21,21 +22,30 @@ class Services:
     redis: redis.Redis
     available_channels: frozenset[Channel]
     key_cache: KeyCache
+    ingest_engine: Engine
+    waker: Waker
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         from tasks.channels import available_channels
 
+        broker = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+        )
         return cls(
             settings=settings,
             # No ping per checkout: it would double the round trips of every request. A dead
             # connection fails one request (503) and SQLAlchemy then refreshes the whole pool.
             engine=make_engine(settings, pool_size=settings.api_threads, pre_ping=False),
-            redis=redis.Redis.from_url(
-                settings.redis_url, socket_timeout=2, socket_connect_timeout=2
-            ),
+            redis=broker,
             available_channels=available_channels(settings),
             key_cache=KeyCache(settings.api_key_cache_seconds),
+            # Accepting is one autocommitted round trip (app/notifications.py); its own pool
+            # saves setting and resetting the isolation level on every checkout.
+            ingest_engine=make_engine(
+                settings, pool_size=settings.api_threads, pre_ping=False, autocommit=True
+            ),
+            waker=Waker(broker),
         )
 
 

@@ -26,6 +26,40 @@ def wake_relay(client: redis.Redis) -> None:
         log.debug("relay wake-up not sent (%s); relays will poll", type(exc).__name__)
 
 
+class Waker:
+    """Wakes the relays from a background thread, so a request never waits on Redis.
+
+    ``wake()`` (called after a commit) only sets a flag; the thread publishes once for every
+    burst of flags, so a busy API process sends at most about one wake-up per millisecond, each
+    after every commit that asked for it. Started on first use, so it lives in the process that
+    serves requests (after gunicorn forks).
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._wanted = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        if self._thread is None:
+            self._start()
+        self._wanted.set()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="relay-waker", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            wake_relay(self._client)
+            time.sleep(0.001)
+
+
 class WakeListener:
     """The relay's side: blocks until a wake-up, a timeout or a stop; survives Redis restarts."""
 

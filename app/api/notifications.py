@@ -25,7 +25,6 @@ from app.schemas import (
     missing_recipients,
 )
 from app.services import services
-from app.wake import wake_relay
 
 blueprint = Blueprint("notifications", __name__)
 
@@ -57,7 +56,7 @@ def submit() -> Response:
         )
     try:
         accepted = notifications.accept(
-            services().engine, g.api_key_id, body, idempotency_key, g.request_id
+            services().ingest_engine, g.api_key_id, body, idempotency_key, g.request_id
         )
     except notifications.IdempotencyConflict:
         raise ApiError(
@@ -66,7 +65,7 @@ def submit() -> Response:
             "This Idempotency-Key was used with a different request body.",
         ) from None
     if not accepted.replayed:
-        wake_relay(services().redis)
+        services().waker.wake()
         for channel in body.channels:
             NOTIFICATIONS_ACCEPTED.labels(channel.value).inc()
     with log_context(notification_id=accepted.notification["id"]):

@@ -1,0 +1,216 @@
+"""This service's stages, through its real processes, with the no-op provider."""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, text
+
+from app.auth import create_api_key
+from bench import harness
+from bench.floors import SEED_BODY
+
+API_PORT = 18080
+
+
+def backlog(engine: Engine, count: int) -> None:
+    """``count`` due EMAIL notifications with deliveries and outbox rows, as the API writes them."""
+    key = create_api_key(engine, "bench-backlog")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                """
+                WITH n AS (
+                    INSERT INTO notification (id, api_key_id, request_hash, type, priority,
+                                              recipient_email, subject, body)
+                    SELECT gen_random_uuid(), :key, '\\x00', 'MARKETING', 'NORMAL',
+                           'u' || i || '@example.com', 'Bench ' || i, 'body ' || i
+                    FROM generate_series(1, :count) AS i
+                    RETURNING id
+                ), d AS (
+                    INSERT INTO delivery (id, notification_id, channel)
+                    SELECT gen_random_uuid(), n.id, 'EMAIL' FROM n RETURNING id
+                )
+                INSERT INTO outbox_event (delivery_id, channel, priority)
+                SELECT d.id, 'EMAIL', 1 FROM d
+                """
+            ),
+            {"key": str(key.id), "count": count},
+        )
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE notification, delivery, outbox_event"))
+
+
+def _count(engine: Engine, sql: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(text(sql)))
+
+
+def _relay(name: str, **env: str):  # type: ignore[no-untyped-def]
+    argv = [str(harness.BIN / "notification-service"), "relay"]
+    return harness.process(name, argv, harness.env_for(harness.SETTINGS, **env))
+
+
+def _worker(name: str, concurrency: int = 4, **env: str):  # type: ignore[no-untyped-def]
+    argv = [str(harness.BIN / "notification-service"), "worker", "--queues", "email"]
+    extra = {"WORKER_CONCURRENCY": str(concurrency), **env}
+    return harness.process(name, argv, harness.env_for(harness.SETTINGS, **extra))
+
+
+def _api(workers: int, threads: int):  # type: ignore[no-untyped-def]
+    argv = [
+        str(harness.BIN / "notification-service"),
+        "api",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(API_PORT),
+    ]
+    env = {"API_WORKERS": str(workers), "API_THREADS": str(threads)}
+    return harness.process(
+        f"api-{workers}x{threads}", argv, harness.env_for(harness.SETTINGS, **env)
+    )
+
+
+def api_rate(engine: Engine, workers: int, threads: int, seconds: int = 10) -> float:
+    """Accepted notifications/s (one channel) through gunicorn, wrk -c32."""
+    harness.reset(engine)
+    key = create_api_key(engine, "bench-api").key
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    with _api(workers, threads):
+        harness.wait_http(f"http://127.0.0.1:{API_PORT}/api/v1/health/live")
+        url = f"http://127.0.0.1:{API_PORT}/api/v1/notifications"
+        return harness.wrk_post(url, SEED_BODY, headers, seconds, 32)
+
+
+def relay_rate(engine: Engine, rows: int, chunk: int) -> float:
+    """Outbox rows → Celery messages per second, one relay process."""
+    harness.reset(engine)
+    backlog(engine, rows)
+    with _relay(f"relay-chunk{chunk}", RELAY_TASK_CHUNK=str(chunk)):
+        pending = "SELECT count(*) FROM outbox_event WHERE status = 'PENDING'"
+        harness.wait_until(lambda: _count(engine, pending) < rows, 60)
+        start = time.perf_counter()
+        left = _count(engine, pending)
+        harness.wait_until(lambda: _count(engine, pending) == 0, 300, 0.005)
+        return left / (time.perf_counter() - start)
+
+
+def worker_rate(engine: Engine, rows: int, chunk: int, concurrency: int = 4) -> float:
+    """Deliveries/s of one worker process draining a published backlog (no-op provider)."""
+    harness.reset(engine)
+    backlog(engine, rows)
+    with _relay("relay-prefill", RELAY_TASK_CHUNK=str(chunk)):
+        pending = "SELECT count(*) FROM outbox_event WHERE status = 'PENDING'"
+        harness.wait_until(lambda: _count(engine, pending) == 0, 300, 0.05)
+    with _worker(f"worker-chunk{chunk}", concurrency):
+        harness.wait_until(
+            lambda: _count(engine, "SELECT count(*) FROM delivery WHERE status = 'SENT'") == rows,
+            300,
+            0.05,
+        )
+    span = "SELECT EXTRACT(EPOCH FROM max(sent_at) - min(sent_at)) FROM delivery"
+    with engine.connect() as conn:
+        seconds = float(conn.scalar(text(span)))
+    return (rows - 1) / seconds
+
+
+def end_to_end(engine: Engine, rows: int, chunk: int, workers: int, concurrency: int) -> float:
+    """From a backlog of ``rows`` to all SENT with a relay and ``workers`` worker processes."""
+    harness.reset(engine)
+    backlog(engine, rows)
+    sent = "SELECT count(*) FROM delivery WHERE status = 'SENT'"
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        for i in range(workers):
+            stack.enter_context(_worker(f"e2e-worker{i}", concurrency))
+        time.sleep(3)  # workers up before the clock starts
+        start = time.perf_counter()
+        stack.enter_context(_relay("e2e-relay", RELAY_TASK_CHUNK=str(chunk)))
+        harness.wait_until(lambda: _count(engine, sent) == rows, 600, 0.05)
+        return rows / (time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class Live:
+    offered_per_second: float
+    achieved_per_second: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    sent: int
+    accepted: int
+
+
+def live(engine: Engine, rate: float, seconds: float, chunk: int) -> Live:
+    """An open-loop load of ``rate`` POSTs/s for ``seconds`` through the whole system; latency
+    from acceptance (the API's transaction) to the provider call's outcome being recorded."""
+    harness.reset(engine)
+    key = create_api_key(engine, "bench-live").key
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    total = int(rate * seconds)
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        stack.enter_context(_api(2, 8))
+        stack.enter_context(_worker("live-worker", 4))
+        stack.enter_context(_relay("live-relay", RELAY_TASK_CHUNK=str(chunk)))
+        harness.wait_http(f"http://127.0.0.1:{API_PORT}/api/v1/health/live")
+        time.sleep(3)
+        accepted = _open_loop(total, rate, headers)
+        sent = "SELECT count(*) FROM delivery WHERE status = 'SENT'"
+        harness.wait_until(lambda: _count(engine, sent) >= accepted, 120, 0.1)
+    with engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms),"
+                " percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms), count(*)"
+                " FROM (SELECT EXTRACT(EPOCH FROM d.sent_at - n.created_at) * 1000 AS ms"
+                " FROM delivery d JOIN notification n ON n.id = d.notification_id"
+                " WHERE d.status = 'SENT') t"
+            )
+        ).one()
+        span = conn.scalar(
+            text("SELECT EXTRACT(EPOCH FROM max(created_at) - min(created_at)) FROM notification")
+        )
+    return Live(rate, accepted / float(span or 1), row[0], row[1], row[2], row[3], accepted)
+
+
+def _open_loop(total: int, rate: float, headers: dict[str, str], threads: int = 16) -> int:
+    """Send ``total`` POSTs on a fixed schedule (request i at start + i/rate), whatever the
+    latency of earlier ones; returns how many were accepted (202)."""
+    lock = threading.Lock()
+    state = {"next": 0, "accepted": 0}
+    start = time.perf_counter() + 0.2
+
+    def sender() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", API_PORT, timeout=10)
+        while True:
+            with lock:
+                index = state["next"]
+                state["next"] += 1
+            if index >= total:
+                break
+            delay = start + index / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            conn.request("POST", "/api/v1/notifications", SEED_BODY, headers)
+            response = conn.getresponse()
+            response.read()
+            if response.status == 202:
+                with lock:
+                    state["accepted"] += 1
+        conn.close()
+
+    pool = [threading.Thread(target=sender) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return state["accepted"]
+
+
