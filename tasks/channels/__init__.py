@@ -14,6 +14,7 @@ def _factories(settings: Settings) -> dict[Channel, Callable[[], Provider]]:
     from tasks.channels.email import SmtpEmailProvider
     from tasks.channels.log import LogProvider
     from tasks.channels.sms import TwilioSmsProvider
+    from tasks.channels.webhook import HttpWebhookProvider
 
     return {
         Channel.EMAIL: (
@@ -24,6 +25,11 @@ def _factories(settings: Settings) -> dict[Channel, Callable[[], Provider]]:
         Channel.SMS: (
             (lambda: TwilioSmsProvider(settings))
             if settings.sms_provider == "twilio"
+            else LogProvider
+        ),
+        Channel.WEBHOOK: (
+            (lambda: HttpWebhookProvider(settings))
+            if settings.webhook_provider == "http"
             else LogProvider
         ),
     }
