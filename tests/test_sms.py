@@ -26,8 +26,13 @@ ACCOUNT_SID = "AC0123456789abcdef0123456789abcdef"
 AUTH_TOKEN = "sms-auth-token-for-tests"
 SENDER = "+15005550006"
 PHONE = "+14155550123"
-SMS = {"type": "TRANSACTIONAL", "priority": "HIGH", "recipientPhone": PHONE, "body": "Your code"}
-SMS["channels"] = ["SMS"]
+SMS = {
+    "type": "TRANSACTIONAL",
+    "priority": "HIGH",
+    "recipientPhone": PHONE,
+    "body": "Your code",
+    "channels": ["SMS"],
+}
 
 
 # --- segments -------------------------------------------------------------------------------

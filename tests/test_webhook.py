@@ -18,14 +18,14 @@ from typing import Any
 import httpx
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from app.auth import IssuedKey, create_api_key
 from app.settings import Settings
 from tasks.channels.ssrf import BlockedAddress, GuardedTransport, is_permitted
 from tasks.channels.webhook import signature
 from tests.netutil import free_port
-from tests.processes import ROOT, Processes
+from tests.processes import ROOT, Processes, wait_for
 from tests.standins.webhook import STALL, Reply, WebhookReceiver
 from tests.test_api import post
 from tests.test_cli import run_cli
@@ -377,3 +377,43 @@ def test_readme_receiver_snippet_accepts_our_signature_and_rejects_tampering() -
     assert not verify("whsec_a", headers, body + b" ")
     replayed = {"X-Timestamp": old, "X-Signature": signature("whsec_a", old, body)}
     assert not verify("whsec_a", replayed, body)
+
+
+def test_key_issued_before_webhook_signing_fails_its_webhooks_without_sending_unsigned(
+    client: FlaskClient,
+    auth: dict[str, str],
+    processes: Processes,
+    receiver: WebhookReceiver,
+    engine: Engine,
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE api_key SET webhook_secret = NULL"))  # as before migration 0002
+    start(processes)
+
+    created = post(client, auth, hook(receiver, "/hooks/legacy")).get_json()
+    delivery = wait_delivery(client, auth, created["id"], "FAILED")
+
+    assert (delivery["errorCode"], delivery["attempts"]) == ("webhook_no_secret", 1)
+    assert receiver.requests == []
+
+
+def test_log_providers_deliver_sms_and_webhooks_without_sending_for_development(
+    client: FlaskClient, auth: dict[str, str], processes: Processes, receiver: WebhookReceiver
+) -> None:
+    processes.relay()
+    worker = processes.worker(queues="sms,webhook", SMS_PROVIDER="log", WEBHOOK_PROVIDER="log")
+    body = {
+        **hook(receiver, "/hooks/dev?token=receivers-own"),
+        "recipientPhone": "+14155550123",
+        "channels": ["SMS", "WEBHOOK"],
+    }
+
+    created = post(client, auth, body).get_json()
+    url = f"/api/v1/notifications/{created['id']}"
+    wait_for(lambda: client.get(url, headers=auth).get_json()["status"] == "SENT", what="SENT")
+
+    assert receiver.requests == []
+    log = worker.log()
+    assert f"delivered SMS notification {created['id']}" in log
+    assert f"delivered WEBHOOK notification {created['id']}" in log
+    assert "+14155550123" not in log and "receivers-own" not in log
