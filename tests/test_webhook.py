@@ -9,6 +9,7 @@ import ipaddress
 import json
 import re
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+import trustme
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
@@ -417,3 +419,31 @@ def test_log_providers_deliver_sms_and_webhooks_without_sending_for_development(
     assert f"delivered SMS notification {created['id']}" in log
     assert f"delivered WEBHOOK notification {created['id']}" in log
     assert "+14155550123" not in log and "receivers-own" not in log
+
+
+@pytest.mark.parametrize(
+    ("certified_name", "verified"), [("localhost", True), ("other.test", False)]
+)
+def test_https_webhook_verifies_the_certificate_against_the_host_name_not_the_address(
+    certified_name: str, verified: bool
+) -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(certified_name).configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    tls_receiver = WebhookReceiver(tls=server_context)
+    tls_receiver.start()
+    allowed = [ipaddress.ip_network("127.0.0.1/32")]
+    url = f"https://localhost:{tls_receiver.port}/hooks/tls"
+    try:
+        with httpx.Client(transport=GuardedTransport(allowed, verify=client_context)) as http:
+            if verified:
+                assert http.post(url, content=b"{}").status_code == 200
+            else:
+                with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                    http.post(url, content=b"{}")
+    finally:
+        tls_receiver.stop()
+
+    assert len(tls_receiver.requests) == (1 if verified else 0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -126,6 +127,7 @@ class GuardedTransport(httpx.HTTPTransport):
     ``HTTPTransport`` builds is replaced by an identical one that has the guard (httpx is pinned
     below 0.29 in setup.cfg; the webhook SSRF tests fail if the guard is ever bypassed).
     Proxies are not supported: through a proxy the guard would check the proxy, not the target.
+    ``verify`` replaces the default (certifi's CAs) with another TLS client context.
     """
 
     def __init__(
@@ -133,10 +135,11 @@ class GuardedTransport(httpx.HTTPTransport):
         allowed: Sequence[IPNetwork],
         limits: httpx.Limits = DEFAULT_LIMITS,
         resolve: Resolver = socket.getaddrinfo,
+        verify: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(limits=limits, trust_env=False)
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=verify or httpx.create_ssl_context(trust_env=False),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -37,12 +38,15 @@ class _Server(ThreadingHTTPServer):
 
 
 class HttpStandIn:
-    """Serves ``handler`` on an ephemeral port of 127.0.0.1; ``handler.server.standin`` is self."""
+    """Serves ``handler`` on an ephemeral port of 127.0.0.1; ``handler.server.standin`` is self.
+    With ``tls``, speaks HTTPS with that server context."""
 
     handler: type[QuietHandler]
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self._server = _Server(("127.0.0.1", 0), self.handler)
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self._server.standin = self
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ssl
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -82,8 +83,8 @@ class WebhookReceiver(HttpStandIn):
 
     handler = _Handler
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(tls)
         self.secret: str | None = None
         self.requests: list[WebhookRequest] = []
         self._plans: dict[str, deque[Reply]] = {}
