@@ -16,6 +16,7 @@ from app.db import transaction
 from app.errors import ApiError
 
 KEY_PREFIX = "nsk_"
+WEBHOOK_SECRET_PREFIX = "whsec_"
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class IssuedKey:
     id: uuid.UUID
     name: str
     key: str  # shown to the operator once; never stored
+    # Signs this key's webhook deliveries; stored as is (signing needs it), shown once.
+    webhook_secret: str
 
 
 def hash_key(key: str) -> bytes:
@@ -31,16 +34,23 @@ def hash_key(key: str) -> bytes:
 
 def create_api_key(engine: Engine, name: str) -> IssuedKey:
     key = KEY_PREFIX + secrets.token_urlsafe(32)
+    webhook_secret = WEBHOOK_SECRET_PREFIX + secrets.token_urlsafe(32)
     key_id = uuid.uuid4()
     with transaction(engine) as conn:
         conn.execute(
             text(
-                "INSERT INTO api_key (id, name, key_hash, key_prefix)"
-                " VALUES (:id, :name, :hash, :prefix)"
+                "INSERT INTO api_key (id, name, key_hash, key_prefix, webhook_secret)"
+                " VALUES (:id, :name, :hash, :prefix, :webhook_secret)"
             ),
-            {"id": str(key_id), "name": name, "hash": hash_key(key), "prefix": key[:8]},
+            {
+                "id": str(key_id),
+                "name": name,
+                "hash": hash_key(key),
+                "prefix": key[:8],
+                "webhook_secret": webhook_secret,
+            },
         )
-    return IssuedKey(key_id, name, key)
+    return IssuedKey(key_id, name, key, webhook_secret)
 
 
 class KeyCache:

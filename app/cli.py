@@ -34,7 +34,9 @@ def cmd_create_api_key(settings: Settings, args: argparse.Namespace) -> int:
     engine = make_engine(settings, pool_size=1)
     issued = create_api_key(engine, args.name)
     engine.dispose()
-    print(f"API key {issued.id} ({issued.name}) created; it is shown only once:")
+    print(f"API key {issued.id} ({issued.name}) created; it and its secret are shown only once.")
+    print(f"Webhook signing secret: {issued.webhook_secret}")
+    # The key stays the last line, so scripts can take it with `tail -n 1`.
     print(issued.key)
     return 0
 
@@ -150,6 +152,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         f"  API     http://{shown_host}:{args.port}/api/v1\n"
         f"  Flower  http://localhost:{settings.flower_port}\n"
         f"  API key {issued.key}\n"
+        f"  Webhook signing secret {issued.webhook_secret}\n"
         f"Ctrl-C stops everything.\n",
         flush=True,
     )

@@ -55,3 +55,6 @@ def configure_logging(settings: Settings) -> None:
         )
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # httpx logs every request's full URL at INFO; webhook URLs often carry the receiver's own
+    # token in their path or query. Providers log what is safe themselves.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

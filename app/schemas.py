@@ -18,6 +18,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from app.domain import Channel, DeliveryStatus, NotificationStatus, NotificationType, Priority
+from app.sms import sms_segments
 
 # No CR or LF: these values end up in email headers.
 HeaderSafeText = Annotated[str, StringConstraints(pattern=r"^[^\r\n]*$")]
@@ -98,6 +99,23 @@ def missing_recipients(request: NotificationCreate) -> list[FieldError]:
                     )
                 )
     return errors
+
+
+def sms_body_too_long(request: NotificationCreate, max_segments: int) -> list[FieldError]:
+    """A field error when SMS is among the channels and the body costs too many segments."""
+    if Channel.SMS not in request.channels:
+        return []
+    segments = sms_segments(request.body)
+    if segments.count <= max_segments:
+        return []
+    return [
+        FieldError(
+            field="body",
+            rule="sms_too_many_segments",
+            message=f"body is {segments.count} SMS segments ({segments.encoding});"
+            f" at most {max_segments} are allowed for channel SMS",
+        )
+    ]
 
 
 class ListQuery(_Camel):

@@ -6,6 +6,7 @@ Redis, except secrets, which have none. Nothing else in the code reads ``os.envi
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -75,6 +76,43 @@ class Settings:
     )
     smtp_timeout_seconds: float = _setting(
         "SMTP_TIMEOUT_SECONDS", 10.0, "Connect and per-command timeout for SMTP."
+    )
+    sms_provider: str = _setting(
+        "SMS_PROVIDER",
+        "log",
+        "`log` (writes deliveries to the worker log) or `twilio` (a Twilio-compatible HTTP API).",
+    )
+    sms_api_base_url: str = _setting(
+        "SMS_API_BASE_URL", "https://api.twilio.com", "Base URL of the Twilio-compatible SMS API."
+    )
+    sms_account_sid: str = _setting(
+        "SMS_ACCOUNT_SID", "", "Account SID: the basic auth user and part of the request path."
+    )
+    sms_auth_token: str = _setting(
+        "SMS_AUTH_TOKEN", "", "Auth token: the basic auth password.", secret=True
+    )
+    sms_from: str = _setting("SMS_FROM", "", "Sender number (E.164) or alphanumeric sender id.")
+    sms_timeout_seconds: float = _setting(
+        "SMS_TIMEOUT_SECONDS", 10.0, "Connect and read timeout for the SMS API."
+    )
+    sms_max_segments: int = _setting(
+        "SMS_MAX_SEGMENTS", 10, "Longest SMS body accepted, in segments; longer → 422."
+    )
+    webhook_provider: str = _setting(
+        "WEBHOOK_PROVIDER",
+        "log",
+        "`log` (writes deliveries to the worker log) or `http` (signed POST to `webhookUrl`).",
+    )
+    webhook_connect_timeout_seconds: float = _setting(
+        "WEBHOOK_CONNECT_TIMEOUT_SECONDS", 5.0, "Connect timeout for webhook POSTs."
+    )
+    webhook_read_timeout_seconds: float = _setting(
+        "WEBHOOK_READ_TIMEOUT_SECONDS", 10.0, "Read timeout for webhook POSTs."
+    )
+    webhook_allowed_networks: str = _setting(
+        "WEBHOOK_ALLOWED_NETWORKS",
+        "",
+        "Comma-separated CIDRs webhooks may reach although private, loopback etc.; empty = none.",
     )
     relay_batch_size: int = _setting(
         "RELAY_BATCH_SIZE", 100, "Outbox rows the relay claims per transaction."
@@ -162,6 +200,22 @@ class Settings:
             raise SettingsError("LOG_FORMAT: must be 'json' or 'text'")
         if self.email_provider not in {"log", "smtp", "noop"}:
             raise SettingsError("EMAIL_PROVIDER: must be 'log', 'smtp' or 'noop'")
+        if self.sms_provider not in {"log", "twilio"}:
+            raise SettingsError("SMS_PROVIDER: must be 'log' or 'twilio'")
+        if self.sms_provider == "twilio" and not (
+            self.sms_account_sid and self.sms_auth_token and self.sms_from
+        ):
+            raise SettingsError(
+                "SMS_PROVIDER=twilio needs SMS_ACCOUNT_SID, SMS_AUTH_TOKEN and SMS_FROM"
+            )
+        if self.webhook_provider not in {"log", "http"}:
+            raise SettingsError("WEBHOOK_PROVIDER: must be 'log' or 'http'")
+        try:
+            self.allowed_webhook_networks()
+        except ValueError as exc:
+            raise SettingsError(f"WEBHOOK_ALLOWED_NETWORKS: {exc}") from None
+        if self.sms_max_segments < 1:
+            raise SettingsError("SMS_MAX_SEGMENTS: must be at least 1")
         if self.retry_backoff_max_seconds * 2 >= self.broker_visibility_timeout_seconds:
             raise SettingsError(
                 "RETRY_BACKOFF_MAX_SECONDS must stay well under BROKER_VISIBILITY_TIMEOUT_SECONDS"
@@ -169,6 +223,14 @@ class Settings:
         for name in ("relay_batch_size", "relay_task_chunk", "delivery_max_attempts"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()}: must be at least 1")
+
+    def allowed_webhook_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """``WEBHOOK_ALLOWED_NETWORKS`` parsed; raises ValueError for a malformed CIDR."""
+        return [
+            ipaddress.ip_network(part.strip())
+            for part in self.webhook_allowed_networks.split(",")
+            if part.strip()
+        ]
 
     def __repr__(self) -> str:
         shown = (

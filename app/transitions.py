@@ -23,7 +23,8 @@ from app.domain import DeliveryStatus, Priority
 # delivery id. Only the task whose UPDATE moves the row to SENDING may call the provider; the
 # other finds no row and does nothing. A SENDING row older than the lease belongs to a worker
 # that died mid-send and may be taken over. Expiry is decided here too, so nothing expired is
-# ever handed to a provider.
+# ever handed to a provider. The submitting key's webhook secret comes back with the row, so a
+# webhook worker signs without another query.
 _CLAIM_FOR_SENDING = text(
     """
     UPDATE delivery d
@@ -35,7 +36,7 @@ _CLAIM_FOR_SENDING = text(
                           ELSE d.last_error END,
         next_attempt_at = NULL,
         updated_at = now()
-    FROM notification n
+    FROM notification n JOIN api_key k ON k.id = n.api_key_id
     WHERE n.id = d.notification_id
       AND d.id = ANY(CAST(:ids AS uuid[]))
       AND (d.status IN ('PENDING', 'QUEUED', 'RETRYING')
@@ -43,7 +44,7 @@ _CLAIM_FOR_SENDING = text(
     RETURNING d.id, d.status, d.attempts, d.channel, d.notification_id, n.type, n.priority,
               n.recipient_email, n.recipient_phone, n.user_id, n.device_tokens, n.webhook_url,
               n.subject, n.body, n.html_body, n.data, n.created_at, n.request_id,
-              d.error_code
+              d.error_code, k.webhook_secret
     """
 )
 

@@ -86,6 +86,14 @@ class WakeListener:
                 stop.wait(min(max(remaining, 0), 1.0))
         return False
 
+    def subscribe(self) -> None:
+        """Subscribe now, so wake-ups sent from here on are kept (Redis may be down: then the
+        first wait() retries)."""
+        try:
+            self._subscribed()
+        except (redis.RedisError, OSError):
+            self.close()
+
     def _subscribed(self) -> redis.client.PubSub:
         if self._pubsub is None:
             pubsub = self._client.pubsub()

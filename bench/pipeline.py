@@ -212,5 +212,3 @@ def _open_loop(total: int, rate: float, headers: dict[str, str], threads: int = 
     for t in pool:
         t.join()
     return state["accepted"]
-
-

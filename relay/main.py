@@ -72,6 +72,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
     engine = make_engine(settings, pool_size=2)
     celery = make_celery(settings)
     listener = WakeListener(settings.redis_url)
+    listener.subscribe()  # before "started": a wake-up sent after that line is never missed
     export_gauges(engine, redis.Redis.from_url(settings.redis_url, socket_timeout=2))
     metrics.serve_metrics(settings.relay_metrics_port, "relay")
     poll_seconds = settings.relay_poll_interval_ms / 1000

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,11 +52,16 @@ class WorkerContext:
 
 
 _context: WorkerContext | None = None
+_context_lock = threading.Lock()
 
 
 def worker_context() -> WorkerContext:
     global _context
-    if _context is None or _context.pid != os.getpid():
+    if _context is not None and _context.pid == os.getpid():
+        return _context
+    with _context_lock:  # the threads pool: build one context, not one per thread
+        if _context is not None and _context.pid == os.getpid():
+            return _context
         settings = Settings.from_env()
         _context = WorkerContext(
             settings=settings,

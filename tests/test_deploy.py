@@ -261,12 +261,10 @@ def test_the_strict_schemas_refuse_an_unknown_field() -> None:
 
 
 def test_kustomize_puts_everything_into_the_namespace() -> None:
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-
-    assert kustomization["namespace"] == "notifications"
-    for doc in manifests():
+    assert kustomization()["namespace"] == "notifications"
+    for name, doc in manifests():
         namespace = doc["metadata"].get("namespace", "notifications")
-        assert namespace == "notifications", doc["metadata"]["name"]
+        assert namespace == "notifications", f"{name}: {doc['metadata']['name']}"
 
 
 def test_every_yaml_file_is_yamllint_clean() -> None:

@@ -134,9 +134,7 @@ def test_accept_wakes_the_relay_long_before_the_poll_interval(
     wait_for(lambda: status_counts(engine) == {"QUEUED": 1}, timeout=10, what="wake-up")
 
 
-def test_relay_still_polls_when_the_wake_up_is_lost(
-    processes: Processes, engine: Engine
-) -> None:
+def test_relay_still_polls_when_the_wake_up_is_lost(processes: Processes, engine: Engine) -> None:
     processes.relay(RELAY_POLL_INTERVAL_MS="500")
 
     insert_backlog(engine, 3)  # written without any wake-up, as after a lost signal

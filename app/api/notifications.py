@@ -23,6 +23,7 @@ from app.schemas import (
     NotificationPage,
     NotificationView,
     missing_recipients,
+    sms_body_too_long,
 )
 from app.services import services
 
@@ -45,7 +46,11 @@ def submit() -> Response:
         body = NotificationCreate.model_validate_json(request.get_data())
     except ValidationError as exc:
         raise ApiError.from_validation(exc) from None
-    problems = missing_recipients(body) + _unavailable_channels(body)
+    problems = (
+        missing_recipients(body)
+        + sms_body_too_long(body, services().settings.sms_max_segments)
+        + _unavailable_channels(body)
+    )
     if problems:
         raise ApiError.invalid(problems)
     idempotency_key = request.headers.get("Idempotency-Key")

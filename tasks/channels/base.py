@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -31,6 +31,8 @@ class Message:
     device_tokens: list[str] | None = None
     webhook_url: str | None = None
     data: dict[str, Any] | None = None
+    # The HMAC key of the API key that submitted the notification; signs webhook deliveries.
+    webhook_secret: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_row(cls, row: Any) -> Message:
@@ -51,6 +53,7 @@ class Message:
             device_tokens=row.device_tokens,
             webhook_url=row.webhook_url,
             data=row.data,
+            webhook_secret=row.webhook_secret,
         )
 
 

@@ -1,0 +1,111 @@
+"""A webhook receiver: records raw requests, verifies signatures, answers by plan or stalls."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ssl
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from tests.standins.httpserver import HttpStandIn, QuietHandler
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    retry_after: str | None = None
+    location: str | None = None
+
+
+STALL = Reply(0)  # answers nothing for STALL_SECONDS, like a hung receiver
+STALL_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """One request exactly as it arrived."""
+
+    at: float
+    method: str
+    path: str
+    headers: dict[str, str]  # names lower-cased
+    body: bytes
+    client_port: int
+    signature_valid: bool | None  # None when the receiver knows no secret
+
+
+def valid_signature(secret: str, timestamp: str, body: bytes, header: str) -> bool:
+    """What a receiver does: recompute the HMAC and compare in constant time."""
+    expected = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return hmac.compare_digest(f"sha256={expected.hexdigest()}", header)
+
+
+class _Handler(QuietHandler):
+    def do_POST(self) -> None:
+        receiver: WebhookReceiver = self.server.standin  # type: ignore[attr-defined]
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        body = self.read_body()
+        signature_valid = None
+        if receiver.secret is not None:
+            signature_valid = valid_signature(
+                receiver.secret,
+                headers.get("x-timestamp", ""),
+                body,
+                headers.get("x-signature", ""),
+            )
+        request = WebhookRequest(
+            time.monotonic(),
+            self.command,
+            self.path,
+            headers,
+            body,
+            self.client_address[1],
+            signature_valid,
+        )
+        reply = receiver.record(request)
+        if reply is STALL:
+            time.sleep(STALL_SECONDS)
+            reply = Reply(200)
+        if signature_valid is False:
+            reply = Reply(401)
+        extra = {}
+        if reply.retry_after:
+            extra["Retry-After"] = reply.retry_after
+        if reply.location:
+            extra["Location"] = reply.location
+        self.answer(reply.status, f"status {reply.status}".encode(), extra)
+
+
+class WebhookReceiver(HttpStandIn):
+    """Answers 200 unless a path has a plan; with a ``secret``, a bad signature gets 401."""
+
+    handler = _Handler
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(tls)
+        self.secret: str | None = None
+        self.requests: list[WebhookRequest] = []
+        self._plans: dict[str, deque[Reply]] = {}
+
+    def plan(self, path: str, *replies: Reply | int) -> None:
+        """Answer the next requests to ``path`` with these replies in turn, then 200."""
+        with self.lock:
+            self._plans[path] = deque(r if isinstance(r, Reply) else Reply(r) for r in replies)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.secret = None
+            self.requests.clear()
+            self._plans.clear()
+
+    def to(self, path: str) -> list[WebhookRequest]:
+        with self.lock:
+            return [r for r in self.requests if r.path == path]
+
+    def record(self, request: WebhookRequest) -> Reply:
+        with self.lock:
+            self.requests.append(request)
+            plan = self._plans.get(request.path)
+            return plan.popleft() if plan else Reply(200)
