@@ -9,13 +9,19 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: run test services deploy-tools
+.PHONY: run test bench services deploy-tools
 
 run: $(STAMP) services
 	$(BIN)/notification-service dev
 
 test: $(STAMP) services deploy-tools
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Benchmarks (not part of the test suite): wrk from Debian, procrastinate (the peer) from PyPI.
+bench: $(STAMP) services
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from app.auth import DEFAULT_SCOPES, SCOPES
 from app.domain import Channel
 from app.logs import configure_logging
 from app.settings import Settings, mask_url
@@ -31,10 +32,18 @@ def cmd_create_api_key(settings: Settings, args: argparse.Namespace) -> int:
     from app.auth import create_api_key
     from app.db import make_engine
 
+    scopes = [scope.strip() for scope in args.scopes.split(",") if scope.strip()]
+    unknown = set(scopes) - set(SCOPES)
+    if unknown or not scopes:
+        print(f"--scopes: choose from {', '.join(SCOPES)}", file=sys.stderr)
+        return 2
     engine = make_engine(settings, pool_size=1)
-    issued = create_api_key(engine, args.name)
+    issued = create_api_key(engine, args.name, scopes)
     engine.dispose()
-    print(f"API key {issued.id} ({issued.name}) created; it and its secret are shown only once.")
+    print(
+        f"API key {issued.id} ({issued.name}, scopes {','.join(issued.scopes)}) created;"
+        " it and its secret are shown only once."
+    )
     print(f"Webhook signing secret: {issued.webhook_secret}")
     # The key stays the last line, so scripts can take it with `tail -n 1`.
     print(issued.key)
@@ -134,7 +143,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
 
     migrate(settings.database_url)
     engine = make_engine(settings, pool_size=1)
-    issued = create_api_key(engine, "dev")
+    issued = create_api_key(engine, "dev", SCOPES)
     engine.dispose()
     me = [sys.executable, "-m", "app.cli"]
     # Humans read dev's output: text logs unless LOG_FORMAT says otherwise.
@@ -186,6 +195,11 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="create the database if needed and apply migrations")
     key = sub.add_parser("create-api-key", help="issue an API key (printed on the last line)")
     key.add_argument("--name", required=True)
+    key.add_argument(
+        "--scopes",
+        default=",".join(DEFAULT_SCOPES),
+        help=f"comma-separated, of {','.join(SCOPES)} (default {','.join(DEFAULT_SCOPES)})",
+    )
     for name, help_text in (("api", "serve the HTTP API with gunicorn"), ("dev", "run everything")):
         serve = sub.add_parser(name, help=help_text)
         serve.add_argument("--host", default=None)

@@ -132,10 +132,6 @@ class ListQuery(_Camel):
     limit: int = Field(default=50, ge=1, le=100)
 
 
-class NotificationId(BaseModel):
-    id: uuid.UUID
-
-
 class DeliveryView(_Camel):
     model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
 
@@ -198,3 +194,49 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+Scope = Literal["send", "read", "admin"]
+
+
+class ApiKeyCreate(_Camel):
+    name: str = Field(min_length=1, max_length=100)
+    scopes: list[Scope] = Field(default=["send", "read"], min_length=1, max_length=3)
+
+
+class ApiKeyView(_Camel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, serialize_by_alias=True, validate_by_name=True
+    )
+
+    id: uuid.UUID
+    name: str
+    key_prefix: str
+    scopes: list[Scope]
+    created_at: datetime
+    revoked_at: datetime | None
+    rotated_from: uuid.UUID | None
+
+
+class IssuedKeyView(_Camel):
+    """A new key and its webhook signing secret: the only time either is shown."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, serialize_by_alias=True, validate_by_name=True
+    )
+
+    id: uuid.UUID
+    name: str
+    key: str
+    webhook_secret: str
+    scopes: list[Scope]
+
+    @classmethod
+    def from_issued(cls, issued: Any) -> IssuedKeyView:
+        return cls(
+            id=issued.id,
+            name=issued.name,
+            key=issued.key,
+            webhook_secret=issued.webhook_secret,
+            scopes=list(issued.scopes),
+        )

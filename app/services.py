@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from app.auth import KeyCache
 from app.db import make_engine
 from app.domain import Channel
+from app.ratelimit import RateLimiter
 from app.settings import Settings
 from app.wake import Waker
 
@@ -24,6 +25,7 @@ class Services:
     key_cache: KeyCache
     ingest_engine: Engine
     waker: Waker
+    rate_limiter: RateLimiter
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -46,6 +48,9 @@ class Services:
                 settings, pool_size=settings.api_threads, pre_ping=False, autocommit=True
             ),
             waker=Waker(broker),
+            rate_limiter=RateLimiter(
+                broker, settings.rate_limit_per_second, settings.rate_limit_burst
+            ),
         )
 
 

@@ -60,6 +60,12 @@ class Settings:
         10.0,
         "API keys are cached this long; a revoked key lapses within it.",
     )
+    rate_limit_per_second: float = _setting(
+        "RATE_LIMIT_PER_SECOND", 1000.0, "Requests/s allowed per API key (token bucket); 0 = off."
+    )
+    rate_limit_burst: int = _setting(
+        "RATE_LIMIT_BURST", 2000, "Requests a key may make at once before the rate applies."
+    )
     email_provider: str = _setting(
         "EMAIL_PROVIDER",
         "log",

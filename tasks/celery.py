@@ -46,8 +46,9 @@ def make_celery(settings: Settings) -> Celery:
             "visibility_timeout": settings.broker_visibility_timeout_seconds,
         },
         broker_connection_retry_on_startup=True,
+        # Workers report task events for Flower; the relay does not send a "task-sent" event
+        # per message, which would cost it a Redis round trip each.
         worker_send_task_events=True,
-        task_send_sent_event=True,
     )
     return celery
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any, TypeVar
 
 from flask import Blueprint, Response, g, request, url_for
 from pydantic import BaseModel, ValidationError
 
 from app import notifications
+from app.api.params import path_uuid, validate
 from app.auth import require_api_key
 from app.errors import ApiError
 from app.logs import log_context
@@ -19,7 +19,6 @@ from app.schemas import (
     FieldError,
     ListQuery,
     NotificationCreate,
-    NotificationId,
     NotificationPage,
     NotificationView,
     missing_recipients,
@@ -91,7 +90,7 @@ def submit() -> Response:
 
 @blueprint.get("/<notification_id>")
 def read(notification_id: str) -> Response:
-    found = notifications.get(services().engine, _parse_id(notification_id))
+    found = notifications.get(services().engine, path_uuid(notification_id))
     if found is None:
         raise ApiError(404, "not_found", "No notification has this id.")
     return _json(NotificationView, found)
@@ -99,7 +98,7 @@ def read(notification_id: str) -> Response:
 
 @blueprint.get("")
 def list_notifications() -> Response:
-    query = _validate(ListQuery, dict(request.args), where="query string")
+    query = validate(ListQuery, dict(request.args), where="query string")
     cursor = None
     if query.cursor is not None:
         try:
@@ -124,7 +123,7 @@ def list_notifications() -> Response:
 
 @blueprint.post("/<notification_id>/cancel")
 def cancel(notification_id: str) -> Response:
-    found, cancelled = notifications.cancel(services().engine, _parse_id(notification_id))
+    found, cancelled = notifications.cancel(services().engine, path_uuid(notification_id))
     if found is None:
         raise ApiError(404, "not_found", "No notification has this id.")
     if cancelled == 0:
@@ -143,17 +142,6 @@ def _unavailable_channels(body: NotificationCreate) -> list[FieldError]:
         for index, channel in enumerate(body.channels)
         if channel not in available
     ]
-
-
-def _parse_id(raw: str) -> uuid.UUID:
-    return _validate(NotificationId, {"id": raw}, where="path").id
-
-
-def _validate(model: type[M], data: dict[str, Any], where: str) -> M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ApiError.from_validation(exc, where) from None
 
 
 def _json(model: type[BaseModel], data: Any, status: int = 200) -> Response:

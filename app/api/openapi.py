@@ -12,9 +12,12 @@ from pydantic.json_schema import models_json_schema
 
 from app.auth import require_api_key
 from app.schemas import (
+    ApiKeyCreate,
+    ApiKeyView,
     CancelResult,
     ErrorBody,
     HealthCheck,
+    IssuedKeyView,
     ListQuery,
     NotificationCreate,
     NotificationPage,
@@ -35,19 +38,25 @@ def _content(model: type[BaseModel]) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": _ref(model)}}}
 
 
-def _responses(ok: int, model: type[BaseModel], *errors: int) -> dict[str, Any]:
-    responses: dict[str, Any] = {str(ok): {"description": "Success", **_content(model)}}
-    for status in errors:
+def _responses(ok: int, model: type[BaseModel] | None, *errors: int) -> dict[str, Any]:
+    """Every authenticated operation may also answer 401, 403 (scope) and 429 (rate limit)."""
+    success = {"description": "Success", **(_content(model) if model else {})}
+    responses: dict[str, Any] = {str(ok): success}
+    for status in sorted({*errors, 401, 403, 429}):
         responses[str(status)] = {"description": "Error", **_content(ErrorBody)}
     return responses
 
 
-_ID_PARAM = {
-    "name": "notification_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "format": "uuid"},
-}
+def _path_id(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "format": "uuid"},
+    }
+
+
+_ID_PARAM = _path_id("notification_id")
 
 
 def _health(summary: str) -> dict[str, Any]:
@@ -73,6 +82,9 @@ def document() -> dict[str, Any]:
             (CancelResult, "serialization"),
             (HealthCheck, "serialization"),
             (ErrorBody, "serialization"),
+            (ApiKeyCreate, "validation"),
+            (ApiKeyView, "serialization"),
+            (IssuedKeyView, "serialization"),
         ],
         by_alias=True,
         ref_template=_REF,
@@ -125,13 +137,52 @@ def document() -> dict[str, Any]:
                     "responses": _responses(200, CancelResult, 401, 404, 409, 422),
                 }
             },
+            "/api/v1/api-keys": {
+                "get": {
+                    "summary": "List API keys (admin scope)",
+                    "responses": {
+                        **_responses(200, None),
+                        "200": {
+                            "description": "Every key, live and revoked; never the key itself",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"type": "array", "items": _ref(ApiKeyView)}
+                                }
+                            },
+                        },
+                    },
+                },
+                "post": {
+                    "summary": "Issue an API key; the key and its webhook secret are shown once",
+                    "requestBody": {"required": True, **_content(ApiKeyCreate)},
+                    "responses": _responses(201, IssuedKeyView, 400, 422),
+                },
+            },
+            "/api/v1/api-keys/{key_id}/revoke": {
+                "post": {
+                    "summary": "Revoke an API key (admin scope)",
+                    "parameters": [_path_id("key_id")],
+                    "responses": _responses(204, None, 404, 422),
+                }
+            },
+            "/api/v1/api-keys/{key_id}/rotate": {
+                "post": {
+                    "summary": "Replace an API key by a new one with the same scopes and webhook"
+                    " secret; the old key is revoked",
+                    "parameters": [_path_id("key_id")],
+                    "responses": _responses(201, IssuedKeyView, 404, 422),
+                }
+            },
             "/api/v1/health": _health("Overall health: PostgreSQL and Redis reachable"),
             "/api/v1/health/live": _health("The process is up"),
             "/api/v1/health/ready": _health("Ready to serve: PostgreSQL and Redis reachable"),
             "/api/v1/openapi.json": {
                 "get": {
                     "summary": "This document",
-                    "responses": {"200": {"description": "OpenAPI document"}},
+                    "responses": {
+                        **_responses(200, None),
+                        "200": {"description": "OpenAPI document"},
+                    },
                 }
             },
         },

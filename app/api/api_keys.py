@@ -1,0 +1,60 @@
+"""``/api/v1/api-keys``: issue, list, revoke and rotate API keys (the ``admin`` scope)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+from pydantic import ValidationError
+
+from app import auth
+from app.api.params import path_uuid
+from app.auth import require_api_key
+from app.errors import ApiError
+from app.schemas import ApiKeyCreate, ApiKeyView, IssuedKeyView
+from app.services import services
+
+blueprint = Blueprint("api_keys", __name__)
+blueprint.before_request(require_api_key)
+
+
+def _json(body: str, status: int = 200) -> Response:
+    return Response(body, status=status, mimetype="application/json")
+
+
+@blueprint.get("")
+def list_keys() -> Response:
+    keys = [ApiKeyView.model_validate(k) for k in auth.list_api_keys(services().engine)]
+    return _json("[" + ",".join(k.model_dump_json(by_alias=True) for k in keys) + "]")
+
+
+@blueprint.post("")
+def create_key() -> Response:
+    try:
+        body = ApiKeyCreate.model_validate_json(request.get_data() or b"{}")
+    except ValidationError as exc:
+        raise ApiError.from_validation(exc) from None
+    issued = auth.create_api_key(services().engine, body.name, body.scopes)
+    return _json(IssuedKeyView.from_issued(issued).model_dump_json(by_alias=True), 201)
+
+
+@blueprint.post("/<key_id>/revoke")
+def revoke_key(key_id: str) -> Response:
+    found = services()
+    ident = path_uuid(key_id)
+    try:
+        auth.revoke_api_key(found.engine, ident)
+    except auth.UnknownKey:
+        raise ApiError(404, "not_found", "No live API key has this id.") from None
+    found.key_cache.forget(ident)
+    return Response(status=204)
+
+
+@blueprint.post("/<key_id>/rotate")
+def rotate_key(key_id: str) -> Response:
+    found = services()
+    ident = path_uuid(key_id)
+    try:
+        issued = auth.rotate_api_key(found.engine, ident)
+    except auth.UnknownKey:
+        raise ApiError(404, "not_found", "No live API key has this id.") from None
+    found.key_cache.forget(ident)
+    return _json(IssuedKeyView.from_issued(issued).model_dump_json(by_alias=True), 201)

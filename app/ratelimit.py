@@ -1,0 +1,67 @@
+"""Per-API-key rate limit: a token bucket in Redis, shared by every API process.
+
+The bucket refills at ``RATE_LIMIT_PER_SECOND`` up to ``RATE_LIMIT_BURST``; a request takes one
+token or is refused with 429 and the seconds until one is back. If Redis cannot be reached the
+request is let through: an outage of the limiter must not become an outage of the API.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+
+import redis
+
+from app.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+# Atomic in Redis: read the bucket, refill it for the time passed, take a token if there is
+# one. Redis's own clock (TIME) is used, so API hosts with skewed clocks agree.
+_TAKE = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
+local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(bucket[1]) or burst
+local at = tonumber(bucket[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local allowed = 0
+if tokens >= 1 then
+    tokens = tokens - 1
+    allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
+return {allowed, tostring(tokens)}
+"""
+
+
+class RateLimiter:
+    def __init__(self, client: redis.Redis, per_second: float, burst: int) -> None:
+        self._take = client.register_script(_TAKE)
+        self.per_second = per_second
+        self.burst = burst
+
+    def check(self, key_id: uuid.UUID) -> None:
+        """Take a token for this key, or raise a 429 saying when to come back."""
+        if self.per_second <= 0:
+            return
+        try:
+            allowed, tokens = self._take(
+                keys=[f"ratelimit:{key_id}"], args=[self.per_second, self.burst]
+            )
+        except redis.RedisError as exc:
+            log.warning("rate limiter unavailable (%s); request let through", type(exc).__name__)
+            return
+        if int(allowed) == 1:
+            return
+        wait = max(1, math.ceil((1 - float(tokens)) / self.per_second))
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"Rate limit of {self.per_second:g} requests/s for this API key exceeded.",
+            headers={"Retry-After": str(wait)},
+        )

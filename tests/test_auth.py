@@ -1,0 +1,189 @@
+"""Who may call what: keys on every route, scopes, revocation, rotation, rate limits, TLS."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import uuid
+from dataclasses import replace
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import Engine, text
+
+from app.auth import create_api_key
+from app.factory import create_app
+from app.settings import Settings
+from tests.processes import BIN, settings_env
+from tests.test_api import SEED
+
+PUBLIC = re.compile(r"^/api/v1/health(/.*)?$")
+
+
+def api_routes(app: Flask) -> list[tuple[str, str]]:
+    """(method, concrete URL) for every API route the app serves, placeholders filled in."""
+    routes = []
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/") or PUBLIC.match(rule.rule):
+            continue
+        url = re.sub(r"<(?:\w+:)?(\w*_id|id)>", str(uuid.uuid4()), rule.rule)
+        url = re.sub(r"<(?:\w+:)?\w+>", "user-1", url)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            routes.append((method, url))
+    return routes
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_every_api_route_but_health_refuses_missing_malformed_wrong_and_revoked_keys(
+    flask_app: Flask, client: FlaskClient, engine: Engine
+) -> None:
+    revoked = create_api_key(engine, "revoked", ["send", "read", "admin"]).key
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE api_key SET revoked_at = now()"))
+    attempts = {
+        "missing": {},
+        "malformed": {"Authorization": "Token abc"},
+        "no key": {"Authorization": "Bearer "},
+        "wrong": bearer("nsk_" + "x" * 43),
+        "revoked": bearer(revoked),
+    }
+    routes = api_routes(flask_app)
+
+    answers = {
+        (method, url, name): client.open(url, method=method, headers=headers, json={})
+        for method, url in routes
+        for name, headers in attempts.items()
+    }
+
+    assert len(routes) >= 8  # the route table was really walked
+    assert {k: r.status_code for k, r in answers.items() if r.status_code != 401} == {}
+    assert all(r.get_json()["error"]["code"] == "unauthorized" for r in answers.values())
+
+
+def test_scopes_limit_what_a_key_may_do(client: FlaskClient, engine: Engine) -> None:
+    reader = bearer(create_api_key(engine, "reader", ["read"]).key)
+    sender = bearer(create_api_key(engine, "sender", ["send"]).key)
+
+    assert client.get("/api/v1/notifications", headers=reader).status_code == 200
+    refused = client.post("/api/v1/notifications", json=SEED, headers=reader)
+    assert refused.status_code == 403
+    assert refused.get_json()["error"]["code"] == "insufficient_scope"
+    assert "'send'" in refused.get_json()["error"]["message"]
+    assert client.post("/api/v1/notifications", json=SEED, headers=sender).status_code == 202
+    assert client.get("/api/v1/notifications", headers=sender).status_code == 403
+    assert client.get("/api/v1/api-keys", headers=sender).status_code == 403
+    assert client.get("/api/v1/api-keys", headers=reader).status_code == 403
+
+
+def test_admin_issues_revokes_and_rotates_keys(client: FlaskClient, engine: Engine) -> None:
+    admin = bearer(create_api_key(engine, "admin", ["admin"]).key)
+
+    issued = client.post("/api/v1/api-keys", json={"name": "billing"}, headers=admin)
+    new_key = issued.get_json()
+    usable = client.get("/api/v1/notifications", headers=bearer(new_key["key"]))
+    rotated = client.post(f"/api/v1/api-keys/{new_key['id']}/rotate", headers=admin).get_json()
+    old_after = client.get("/api/v1/notifications", headers=bearer(new_key["key"]))
+    new_after = client.get("/api/v1/notifications", headers=bearer(rotated["key"]))
+    revoke = client.post(f"/api/v1/api-keys/{rotated['id']}/revoke", headers=admin)
+    after_revoke = client.get("/api/v1/notifications", headers=bearer(rotated["key"]))
+    again = client.post(f"/api/v1/api-keys/{rotated['id']}/revoke", headers=admin)
+    listed = client.get("/api/v1/api-keys", headers=admin).get_json()
+
+    assert issued.status_code == 201 and new_key["scopes"] == ["send", "read"]
+    assert usable.status_code == 200
+    assert old_after.status_code == 401
+    assert new_after.status_code == 200
+    assert rotated["webhookSecret"] == new_key["webhookSecret"]
+    assert revoke.status_code == 204 and after_revoke.status_code == 401
+    assert again.status_code == 404
+    by_id = {k["id"]: k for k in listed}
+    assert by_id[rotated["id"]]["rotatedFrom"] == new_key["id"]
+    assert by_id[new_key["id"]]["revokedAt"] is not None
+    assert all("key" not in k and "webhookSecret" not in k for k in listed)
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "rule"),
+    [
+        ({"name": ""}, "name", "string_too_short"),
+        ({"name": "x", "scopes": ["root"]}, "scopes[0]", "literal_error"),
+        ({"name": "x", "scopes": []}, "scopes", "too_short"),
+        ({"name": "x", "admin": True}, "admin", "extra_forbidden"),
+    ],
+)
+def test_bad_key_requests_are_422_and_malformed_key_ids_too(
+    client: FlaskClient, engine: Engine, body: dict, field: str, rule: str
+) -> None:
+    admin = bearer(create_api_key(engine, "admin", ["admin"]).key)
+
+    response = client.post("/api/v1/api-keys", json=body, headers=admin)
+    malformed = client.post("/api/v1/api-keys/not-a-uuid/revoke", headers=admin)
+
+    assert response.status_code == 422
+    assert (field, rule) in {
+        (f["field"], f["rule"]) for f in response.get_json()["error"]["fields"]
+    }
+    assert malformed.status_code == 422
+    assert malformed.get_json()["error"]["fields"][0]["field"] == "id"
+
+
+def test_rate_limit_answers_429_with_retry_after_per_key(
+    settings: Settings, engine: Engine
+) -> None:
+    limited = create_app(replace(settings, rate_limit_per_second=0.5, rate_limit_burst=2))
+    client = limited.test_client()
+    first, second = (bearer(create_api_key(engine, n).key) for n in ("first", "second"))
+
+    answers = [client.get("/api/v1/notifications", headers=first) for _ in range(3)]
+    other = client.get("/api/v1/notifications", headers=second)
+
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[2].get_json()["error"]["code"] == "rate_limited"
+    assert int(answers[2].headers["Retry-After"]) >= 1
+    assert other.status_code == 200
+
+
+def test_rate_limiter_outage_lets_requests_through(settings: Settings, engine: Engine) -> None:
+    no_redis = create_app(replace(settings, redis_url="redis://127.0.0.1:1/0"))
+    key = bearer(create_api_key(engine, "k").key)
+
+    response = no_redis.test_client().get("/api/v1/notifications", headers=key)
+
+    assert response.status_code == 200
+
+
+def test_create_api_key_refuses_unknown_scopes(settings: Settings) -> None:
+    result = subprocess.run(
+        [str(BIN / "notification-service"), "create-api-key", "--name", "x", "--scopes", "root"],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 2
+    assert "choose from send, read, admin" in result.stderr
+
+
+def test_database_tls_mode_passes_through_database_url(settings: Settings) -> None:
+    required = replace(settings, database_url=settings.database_url + "?sslmode=require")
+    disabled = replace(settings, database_url=settings.database_url + "?sslmode=disable")
+
+    def migrate(s: Settings) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "notification-service"), "migrate"],
+            env=settings_env(s),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    # This machine's PostgreSQL has TLS off: libpq honouring sslmode=require must refuse it.
+    refused, allowed = migrate(required), migrate(disabled)
+    assert refused.returncode != 0
+    assert "SSL" in refused.stderr
+    assert allowed.returncode == 0
