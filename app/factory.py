@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.api import health, notifications, openapi
+from app.api import devices, health, notifications, openapi
 from app.errors import register_error_handlers
 from app.services import Services
 from app.settings import Settings
@@ -19,5 +19,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     app.register_blueprint(health.blueprint, url_prefix="/api/v1/health")
     app.register_blueprint(notifications.blueprint, url_prefix="/api/v1/notifications")
+    app.register_blueprint(devices.blueprint, url_prefix="/api/v1/users")
     app.register_blueprint(openapi.blueprint, url_prefix="/api/v1")
     return app

@@ -69,6 +69,12 @@ class Settings:
     smtp_timeout_seconds: float = _setting(
         "SMTP_TIMEOUT_SECONDS", 10.0, "Connect and per-command timeout for SMTP."
     )
+    push_provider: str = _setting(
+        "PUSH_PROVIDER",
+        "log",
+        "`log` (writes each device's push to the worker log) or `live` (FCM devices through FCM,"
+        " APNs devices through APNs, each as configured below).",
+    )
     relay_batch_size: int = _setting(
         "RELAY_BATCH_SIZE", 100, "Outbox rows the relay claims per transaction."
     )
@@ -132,6 +138,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.email_provider not in {"log", "smtp"}:
             raise SettingsError("EMAIL_PROVIDER: must be 'log' or 'smtp'")
+        if self.push_provider not in {"log", "live"}:
+            raise SettingsError("PUSH_PROVIDER: must be 'log' or 'live'")
         if self.retry_backoff_max_seconds * 2 >= self.broker_visibility_timeout_seconds:
             raise SettingsError(
                 "RETRY_BACKOFF_MAX_SECONDS must stay well under BROKER_VISIBILITY_TIMEOUT_SECONDS"

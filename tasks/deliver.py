@@ -51,10 +51,11 @@ def worker_context() -> WorkerContext:
     global _context
     if _context is None or _context.pid != os.getpid():
         settings = Settings.from_env()
+        engine = make_engine(settings, pool_size=max(2, settings.worker_concurrency))
         _context = WorkerContext(
             settings=settings,
-            engine=make_engine(settings, pool_size=max(2, settings.worker_concurrency)),
-            providers=build_providers(settings),
+            engine=engine,
+            providers=build_providers(settings, engine),
             pid=os.getpid(),
         )
     return _context

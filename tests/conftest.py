@@ -23,7 +23,7 @@ TEST_DATABASE_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/notifications_test"
 )
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-TABLES = "audit_log, outbox_event, delivery, notification, api_key"
+TABLES = "audit_log, outbox_event, delivery_device, push_device, delivery, notification, api_key"
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,9 @@ from typing import Any, TypeVar
 from flask import Blueprint, Response, g, request, url_for
 from pydantic import BaseModel, ValidationError
 
-from app import notifications
+from app import devices, notifications
 from app.auth import require_api_key
+from app.domain import Channel
 from app.errors import ApiError
 from app.schemas import (
     CancelResult,
@@ -42,6 +43,8 @@ def submit() -> Response:
     except ValidationError as exc:
         raise ApiError.from_validation(exc) from None
     problems = missing_recipients(body) + _unavailable_channels(body)
+    if not problems:
+        problems = _unregistered_device_tokens(body)
     if problems:
         raise ApiError.invalid(problems)
     idempotency_key = request.headers.get("Idempotency-Key")
@@ -120,6 +123,23 @@ def _unavailable_channels(body: NotificationCreate) -> list[FieldError]:
         )
         for index, channel in enumerate(body.channels)
         if channel not in available
+    ]
+
+
+def _unregistered_device_tokens(body: NotificationCreate) -> list[FieldError]:
+    """PUSH to explicit tokens: each must be an active registered device, which is where its
+    platform and app come from."""
+    if Channel.PUSH not in body.channels or not body.device_tokens:
+        return []
+    unusable = devices.unusable_tokens(services().engine, body.device_tokens)
+    return [
+        FieldError(
+            field=f"deviceTokens[{index}]",
+            rule="device_not_registered",
+            message="not the token of an active registered device (PUT /users/{userId}/devices)",
+        )
+        for index, token in enumerate(body.device_tokens)
+        if token in unusable
     ]
 
 

@@ -13,6 +13,9 @@ from pydantic.json_schema import models_json_schema
 from app.auth import require_api_key
 from app.schemas import (
     CancelResult,
+    DeviceList,
+    DeviceRegistration,
+    DeviceView,
     ErrorBody,
     HealthCheck,
     ListQuery,
@@ -36,14 +39,29 @@ def _content(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _responses(ok: int, model: type[BaseModel], *errors: int) -> dict[str, Any]:
-    responses: dict[str, Any] = {str(ok): {"description": "Success", **_content(model)}}
-    for status in errors:
-        responses[str(status)] = {"description": "Error", **_content(ErrorBody)}
-    return responses
+    return {str(ok): {"description": "Success", **_content(model)}, **_errors(*errors)}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(status): {"description": "Error", **_content(ErrorBody)} for status in statuses}
 
 
 _ID_PARAM = {
     "name": "notification_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+}
+
+
+_USER_PARAM = {
+    "name": "user_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"^[\w.:@-]+$"},
+}
+_DEVICE_PARAM = {
+    "name": "device_id",
     "in": "path",
     "required": True,
     "schema": {"type": "string", "format": "uuid"},
@@ -71,6 +89,9 @@ def document() -> dict[str, Any]:
             (NotificationView, "serialization"),
             (NotificationPage, "serialization"),
             (CancelResult, "serialization"),
+            (DeviceRegistration, "validation"),
+            (DeviceView, "serialization"),
+            (DeviceList, "serialization"),
             (HealthCheck, "serialization"),
             (ErrorBody, "serialization"),
         ],
@@ -123,6 +144,30 @@ def document() -> dict[str, Any]:
                     "summary": "Cancel the deliveries that have not been sent yet",
                     "parameters": [_ID_PARAM],
                     "responses": _responses(200, CancelResult, 401, 404, 409, 422),
+                }
+            },
+            "/api/v1/users/{user_id}/devices": {
+                "put": {
+                    "summary": "Register a push device for the user, or update the one with this"
+                    " token (platform and token identify a device); 201 if new, 200 if updated",
+                    "parameters": [_USER_PARAM],
+                    "requestBody": {"required": True, **_content(DeviceRegistration)},
+                    "responses": {
+                        **_responses(200, DeviceView, 400, 401, 415, 422),
+                        "201": {"description": "Registered", **_content(DeviceView)},
+                    },
+                },
+                "get": {
+                    "summary": "The user's devices, active and deactivated, oldest first",
+                    "parameters": [_USER_PARAM],
+                    "responses": _responses(200, DeviceList, 401, 422),
+                },
+            },
+            "/api/v1/users/{user_id}/devices/{device_id}": {
+                "delete": {
+                    "summary": "Remove one of the user's devices",
+                    "parameters": [_USER_PARAM, _DEVICE_PARAM],
+                    "responses": {"204": {"description": "Removed"}, **_errors(401, 404, 422)},
                 }
             },
             "/api/v1/health": _health("Overall health: PostgreSQL and Redis reachable"),
