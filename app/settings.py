@@ -75,6 +75,23 @@ class Settings:
         "`log` (writes each device's push to the worker log) or `live` (FCM devices through FCM,"
         " APNs devices through APNs, each as configured below).",
     )
+    fcm_service_account_file: str = _setting(
+        "FCM_SERVICE_ACCOUNT_FILE",
+        "",
+        "Path to the Firebase service-account JSON (a mounted secret); empty = FCM off. Its"
+        " `token_uri` is where OAuth access tokens are obtained.",
+    )
+    fcm_project_id: str = _setting(
+        "FCM_PROJECT_ID", "", "Firebase project id; empty = the service account's `project_id`."
+    )
+    fcm_base_url: str = _setting(
+        "FCM_BASE_URL",
+        "https://fcm.googleapis.com",
+        "FCM HTTP v1 API; messages go to `{base}/v1/projects/{project}/messages:send`.",
+    )
+    fcm_timeout_seconds: float = _setting(
+        "FCM_TIMEOUT_SECONDS", 10.0, "Connect and read timeout of each FCM and token request."
+    )
     relay_batch_size: int = _setting(
         "RELAY_BATCH_SIZE", 100, "Outbox rows the relay claims per transaction."
     )

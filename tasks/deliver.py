@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import groupby
@@ -45,20 +46,24 @@ class WorkerContext:
 
 
 _context: WorkerContext | None = None
+# The first tasks of a threads-pool worker arrive together: without the lock each would build
+# its own engine and providers (and each provider its own connections).
+_context_lock = threading.Lock()
 
 
 def worker_context() -> WorkerContext:
     global _context
-    if _context is None or _context.pid != os.getpid():
-        settings = Settings.from_env()
-        engine = make_engine(settings, pool_size=max(2, settings.worker_concurrency))
-        _context = WorkerContext(
-            settings=settings,
-            engine=engine,
-            providers=build_providers(settings, engine),
-            pid=os.getpid(),
-        )
-    return _context
+    with _context_lock:
+        if _context is None or _context.pid != os.getpid():
+            settings = Settings.from_env()
+            engine = make_engine(settings, pool_size=max(2, settings.worker_concurrency))
+            _context = WorkerContext(
+                settings=settings,
+                engine=engine,
+                providers=build_providers(settings, engine),
+                pid=os.getpid(),
+            )
+        return _context
 
 
 def backoff_seconds(settings: Settings, attempt: int, retry_after: float | None) -> float:

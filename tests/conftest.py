@@ -17,6 +17,7 @@ from app.db import ensure_database, make_engine, migrate
 from app.factory import create_app
 from app.settings import Settings
 from tests.processes import Processes
+from tests.standins.fcm import FcmStandIn, ServiceAccount
 from tests.standins.smtp import SmtpStandIn
 
 TEST_DATABASE_URL = os.environ.get(
@@ -65,6 +66,22 @@ def settings(base_settings: Settings, smtp: SmtpStandIn) -> Settings:
     from dataclasses import replace
 
     return replace(base_settings, email_provider="smtp", smtp_port=smtp.port)
+
+
+@pytest.fixture(scope="session")
+def fcm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FcmStandIn]:
+    server = FcmStandIn()
+    server.account = ServiceAccount.create(tmp_path_factory.mktemp("fcm"), server.token_uri)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fcm(fcm_server: FcmStandIn) -> FcmStandIn:
+    """The FCM stand-in with no plans and nothing received."""
+    fcm_server.reset()
+    return fcm_server
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,12 @@ def push_senders(settings: Settings) -> dict[PushPlatform, PlatformSender]:
 
     if settings.push_provider == "log":
         return {platform: LogPushSender() for platform in PushPlatform}
-    return {}
+    senders: dict[PushPlatform, PlatformSender] = {}
+    if settings.fcm_service_account_file:
+        from tasks.channels.fcm import FcmSender
+
+        senders[PushPlatform.FCM] = FcmSender(settings)
+    return senders
 
 
 def available_channels(settings: Settings) -> frozenset[Channel]:
