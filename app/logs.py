@@ -14,3 +14,7 @@ def configure_logging(settings: Settings) -> None:
         force=True,
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # httpx logs every request URL at INFO, and an APNs URL ends in the device token; h2 and
+    # hpack log headers (the provider token) at DEBUG. Neither belongs in a log.
+    for name in ("httpx", "httpcore", "h2", "hpack"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -92,6 +92,29 @@ class Settings:
     fcm_timeout_seconds: float = _setting(
         "FCM_TIMEOUT_SECONDS", 10.0, "Connect and read timeout of each FCM and token request."
     )
+    apns_key_file: str = _setting(
+        "APNS_KEY_FILE",
+        "",
+        "Path to the APNs auth key (`AuthKey_<keyid>.p8`, a mounted secret); empty = APNs off.",
+    )
+    apns_key_id: str = _setting("APNS_KEY_ID", "", "Key ID of that key (the JWT's `kid`).")
+    apns_team_id: str = _setting("APNS_TEAM_ID", "", "Apple developer team ID (the JWT's `iss`).")
+    apns_base_url: str = _setting(
+        "APNS_BASE_URL",
+        "https://api.push.apple.com",
+        "APNs over HTTP/2; `https://api.sandbox.push.apple.com` for development builds.",
+    )
+    apns_ca_file: str = _setting(
+        "APNS_CA_FILE", "", "CA bundle to verify APNs with; empty = the system's CAs."
+    )
+    apns_timeout_seconds: float = _setting(
+        "APNS_TIMEOUT_SECONDS", 10.0, "Connect, read, write and pool timeout of APNs requests."
+    )
+    apns_token_refresh_seconds: int = _setting(
+        "APNS_TOKEN_REFRESH_SECONDS",
+        2400,
+        "Age at which the APNs provider token (JWT) is renewed; APNs wants 1200 to 3600.",
+    )
     relay_batch_size: int = _setting(
         "RELAY_BATCH_SIZE", 100, "Outbox rows the relay claims per transaction."
     )
@@ -157,6 +180,11 @@ class Settings:
             raise SettingsError("EMAIL_PROVIDER: must be 'log' or 'smtp'")
         if self.push_provider not in {"log", "live"}:
             raise SettingsError("PUSH_PROVIDER: must be 'log' or 'live'")
+        if not 1200 <= self.apns_token_refresh_seconds < 3600:
+            # APNs refuses tokens older than an hour and renewals more often than every 20 min.
+            raise SettingsError("APNS_TOKEN_REFRESH_SECONDS: must be from 1200 to 3599")
+        if self.apns_key_file and not (self.apns_key_id and self.apns_team_id):
+            raise SettingsError("APNS_KEY_FILE needs APNS_KEY_ID and APNS_TEAM_ID")
         if self.retry_backoff_max_seconds * 2 >= self.broker_visibility_timeout_seconds:
             raise SettingsError(
                 "RETRY_BACKOFF_MAX_SECONDS must stay well under BROKER_VISIBILITY_TIMEOUT_SECONDS"

@@ -17,7 +17,8 @@ from app.db import ensure_database, make_engine, migrate
 from app.factory import create_app
 from app.settings import Settings
 from tests.processes import Processes
-from tests.standins.fcm import FcmStandIn, ServiceAccount
+from tests.standins.apns import ApnsStandIn, AuthKey, make_tls
+from tests.standins.fcm import FcmStandIn
 from tests.standins.smtp import SmtpStandIn
 
 TEST_DATABASE_URL = os.environ.get(
@@ -70,9 +71,7 @@ def settings(base_settings: Settings, smtp: SmtpStandIn) -> Settings:
 
 @pytest.fixture(scope="session")
 def fcm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FcmStandIn]:
-    server = FcmStandIn()
-    server.account = ServiceAccount.create(tmp_path_factory.mktemp("fcm"), server.token_uri)
-    server.start()
+    server = FcmStandIn.create(tmp_path_factory.mktemp("fcm")).start()
     yield server
     server.stop()
 
@@ -82,6 +81,21 @@ def fcm(fcm_server: FcmStandIn) -> FcmStandIn:
     """The FCM stand-in with no plans and nothing received."""
     fcm_server.reset()
     return fcm_server
+
+
+@pytest.fixture(scope="session")
+def apns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApnsStandIn]:
+    directory = tmp_path_factory.mktemp("apns")
+    server = ApnsStandIn(make_tls(directory), AuthKey.create(directory)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def apns(apns_server: ApnsStandIn) -> ApnsStandIn:
+    """The APNs stand-in with no plans and nothing received."""
+    apns_server.reset()
+    return apns_server
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,10 @@ def push_senders(settings: Settings) -> dict[PushPlatform, PlatformSender]:
         from tasks.channels.fcm import FcmSender
 
         senders[PushPlatform.FCM] = FcmSender(settings)
+    if settings.apns_key_file:
+        from tasks.channels.apns import ApnsSender
+
+        senders[PushPlatform.APNS] = ApnsSender(settings)
     return senders
 
 

@@ -153,8 +153,8 @@ class ServiceAccount:
 class FcmStandIn:
     """Answers 200 unless a token has a plan: a list of ANSWERS keys (or "ok") used in turn."""
 
-    port: int = field(default_factory=free_port)
-    account: ServiceAccount | None = None
+    account: ServiceAccount
+    port: int
     received: list[FcmRequest] = field(default_factory=list)
     token_grants: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
@@ -167,13 +167,16 @@ class FcmStandIn:
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler(self))
         self._server.daemon_threads = True
 
+    @classmethod
+    def create(cls, directory: Path) -> FcmStandIn:
+        """A stand-in on a free port, with a service account whose token_uri is this server."""
+        port = free_port()
+        account = ServiceAccount.create(directory, f"http://127.0.0.1:{port}/token")
+        return cls(account, port)
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def token_uri(self) -> str:
-        return f"{self.url}/token"
 
     def start(self) -> FcmStandIn:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -202,7 +205,6 @@ class FcmStandIn:
     # -- protocol ---------------------------------------------------------------------------
 
     def grant(self, form: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
-        assert self.account is not None
         if form.get("grant_type") != [GRANT_TYPE] or len(form.get("assertion", [])) != 1:
             return 400, {"error": "unsupported_grant_type"}
         assertion = form["assertion"][0]
@@ -232,7 +234,6 @@ class FcmStandIn:
     def send(
         self, path: str, headers: dict[str, str], raw: bytes, peer: tuple[str, int]
     ) -> tuple[int, dict[str, str], dict[str, Any]]:
-        assert self.account is not None
         scheme, _, access_token = headers.get("authorization", "").partition(" ")
         if scheme != "Bearer" or access_token not in self._issued:
             self.rejected.append("send: bad Authorization")
@@ -285,7 +286,6 @@ def _handler(standin: FcmStandIn) -> type[BaseHTTPRequestHandler]:
 
 def live_fcm(settings: Settings, standin: FcmStandIn) -> Settings:
     """Settings that send PUSH to FCM devices through the stand-in, with its service account."""
-    assert standin.account is not None
     return replace(
         settings,
         push_provider="live",
