@@ -183,6 +183,12 @@ class Settings:
         if not 1200 <= self.apns_token_refresh_seconds < 3600:
             # APNs refuses tokens older than an hour and renewals more often than every 20 min.
             raise SettingsError("APNS_TOKEN_REFRESH_SECONDS: must be from 1200 to 3599")
+        if self.push_provider == "live" and not (
+            self.fcm_service_account_file or self.apns_key_file
+        ):
+            raise SettingsError(
+                "PUSH_PROVIDER=live needs FCM_SERVICE_ACCOUNT_FILE or APNS_KEY_FILE (or both)"
+            )
         if self.apns_key_file and not (self.apns_key_id and self.apns_team_id):
             raise SettingsError("APNS_KEY_FILE needs APNS_KEY_ID and APNS_TEAM_ID")
         if self.retry_backoff_max_seconds * 2 >= self.broker_visibility_timeout_seconds:

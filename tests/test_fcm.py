@@ -219,3 +219,24 @@ def test_fcm_429_becomes_a_scheduled_retry_and_does_not_hold_the_worker_thread(
     assert bob_sent_at < first.at + 4
     assert second.at >= first.at + 4 - 0.5
     assert sent["attempts"] == 2
+
+
+def test_fcm_device_removed_while_its_push_waits_to_retry_is_not_sent(
+    client: FlaskClient, auth: dict[str, str], processes: Processes, fcm: FcmStandIn
+) -> None:
+    device = register(client, auth, "ana", TOKEN).get_json()
+    fcm.retry_after = "3"
+    fcm.plan(TOKEN, "quota")
+    processes.relay()
+    processes.worker("push", RETRY_BACKOFF_MAX_SECONDS="10")
+
+    created = push(client, auth, userId="ana")
+    wait_push(client, auth, created["id"], "RETRYING")
+    client.delete(f"/api/v1/users/ana/devices/{device['id']}", headers=auth)
+    delivery = wait_push(client, auth, created["id"], "FAILED")
+
+    assert len(fcm.to(TOKEN)) == 1
+    assert delivery["errorCode"] == "device_removed"
+    assert [(d["deviceId"], d["status"], d["attempts"]) for d in delivery["devices"]] == [
+        (None, "FAILED", 1)
+    ]

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
+from app.settings import Settings, SettingsError
 from tests.processes import Processes, wait_for
 from tests.test_api import post
 from tests.test_devices import APNS_TOKEN, FCM_TOKEN, register
@@ -98,3 +100,20 @@ def test_push_to_a_user_without_devices_fails_with_a_clear_reason(
     assert "nobody" in delivery["lastError"]
     assert delivery["devices"] == []
     assert delivery["attempts"] == 1
+
+
+@pytest.mark.parametrize(
+    ("environ", "complaint"),
+    [
+        ({"PUSH_PROVIDER": "fcm"}, "PUSH_PROVIDER"),
+        ({"PUSH_PROVIDER": "live"}, "needs FCM_SERVICE_ACCOUNT_FILE or APNS_KEY_FILE"),
+        ({"APNS_KEY_FILE": "/k.p8"}, "needs APNS_KEY_ID and APNS_TEAM_ID"),
+        ({"APNS_TOKEN_REFRESH_SECONDS": "600"}, "APNS_TOKEN_REFRESH_SECONDS"),
+        ({"APNS_TOKEN_REFRESH_SECONDS": "3600"}, "APNS_TOKEN_REFRESH_SECONDS"),
+    ],
+)
+def test_push_settings_that_cannot_work_are_refused_at_start(
+    environ: dict[str, str], complaint: str
+) -> None:
+    with pytest.raises(SettingsError, match=complaint):
+        Settings.from_env(environ)

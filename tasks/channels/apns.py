@@ -23,6 +23,7 @@ Outcome classification (also in the README); ``code`` is ``apns:`` + APNs's ``re
 from __future__ import annotations
 
 import json
+import logging
 import ssl
 import threading
 import time
@@ -38,6 +39,8 @@ from app.domain import Priority
 from app.settings import Settings
 from tasks.channels.base import InvalidRecipient, Message, Outcome, Permanent, Retryable, Sent
 from tasks.channels.push import Device, retry_after_seconds
+
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
@@ -100,7 +103,15 @@ class ApnsSender:
         except (OSError, ValueError, ssl.SSLError) as exc:
             failure = Retryable("apns:credentials", f"cannot load APNs key or CA: {exc!s}"[:300])
             return [failure] * len(devices)
-        return [self._send_one(client, token, message, device) for device in devices]
+        outcomes: list[Outcome] = []
+        for device in devices:
+            try:
+                outcomes.append(self._send_one(client, token, message, device))
+            except Exception as exc:
+                # One device's surprise must not make the others (maybe already sent) retry.
+                log.exception("APNs send to device %s failed", device.device_id)
+                outcomes.append(Retryable("apns:error", type(exc).__name__))
+        return outcomes
 
     def close(self) -> None:
         with self._lock:

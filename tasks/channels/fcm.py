@@ -117,7 +117,15 @@ class FcmSender:
         except (OSError, ValueError, KeyError) as exc:
             failure = Retryable("fcm:credentials", f"cannot load FCM credentials: {exc!s}"[:300])
             return [failure] * len(devices)
-        return [self._send_one(client, message, device) for device in devices]
+        outcomes: list[Outcome] = []
+        for device in devices:
+            try:
+                outcomes.append(self._send_one(client, message, device))
+            except Exception as exc:
+                # One device's surprise must not make the others (maybe already sent) retry.
+                log.exception("FCM send to device %s failed", device.device_id)
+                outcomes.append(Retryable("fcm:error", type(exc).__name__))
+        return outcomes
 
     def _fcm(self) -> _NonBlockingFCM:
         with self._lock:
@@ -162,7 +170,10 @@ def fcm_message(message: Message, device: Device) -> dict[str, Any]:
 
 def classify(response: requests.Response, device: Device) -> Outcome:
     if response.status_code == 200:
-        return Sent(response.json().get("name"))
+        try:
+            return Sent(response.json().get("name"))
+        except ValueError:
+            return Sent(None)  # accepted all the same: sending again would duplicate it
     try:
         error = response.json().get("error", {})
     except ValueError:
