@@ -73,3 +73,20 @@ class NotificationStatus(StrEnum):
     FAILED = "FAILED"
     EXPIRED = "EXPIRED"
     CANCELLED = "CANCELLED"
+
+
+class PushPlatform(StrEnum):
+    """Where a registered device's token is valid: Firebase Cloud Messaging or Apple's APNs."""
+
+    FCM = "fcm"
+    APNS = "apns"
+
+
+class DeviceDeliveryStatus(StrEnum):
+    """The result of one PUSH delivery on one device (``delivery_device.status``)."""
+
+    PENDING = "PENDING"
+    RETRYING = "RETRYING"
+    SENT = "SENT"
+    INVALID = "INVALID"
+    FAILED = "FAILED"

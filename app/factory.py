@@ -9,7 +9,7 @@ import uuid
 
 from flask import Flask, Response, g, request
 
-from app.api import api_keys, health, notifications, openapi
+from app.api import api_keys, devices, health, notifications, openapi
 from app.errors import register_error_handlers
 from app.logs import log_context
 from app.metrics import init_flask_metrics
@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.blueprint, url_prefix="/api/v1/health")
     app.register_blueprint(notifications.blueprint, url_prefix="/api/v1/notifications")
     app.register_blueprint(api_keys.blueprint, url_prefix="/api/v1/api-keys")
+    app.register_blueprint(devices.blueprint, url_prefix="/api/v1/users")
     app.register_blueprint(openapi.blueprint, url_prefix="/api/v1")
     return app
 

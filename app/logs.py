@@ -55,6 +55,8 @@ def configure_logging(settings: Settings) -> None:
         )
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    # httpx logs every request's full URL at INFO; webhook URLs often carry the receiver's own
-    # token in their path or query. Providers log what is safe themselves.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # httpx logs every request's full URL at INFO: webhook URLs often carry the receiver's token
+    # and an APNs URL ends in the device token; h2 and hpack log headers (the provider token)
+    # at DEBUG. None of that belongs in a log; providers log what is safe themselves.
+    for name in ("httpx", "httpcore", "h2", "hpack"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -48,7 +48,8 @@ _ACCEPT = text(
 )
 
 # A notification's status summarises its deliveries. Defined once, in SQL, so that filtering a
-# list by status and showing one notification can never disagree.
+# list by status and showing one notification can never disagree. A PUSH delivery also shows
+# its per-device results (``delivery_device``, written by tasks/channels/push.py).
 _VIEW = """
     SELECT n.id, n.type, n.priority, n.send_at, n.expires_at, n.created_at, s.status, s.deliveries
     FROM notification n
@@ -68,7 +69,17 @@ _VIEW = """
                    'errorCode', d.error_code, 'lastError', d.last_error,
                    'providerMessageId', d.provider_message_id,
                    'nextAttemptAt', d.next_attempt_at, 'createdAt', d.created_at,
-                   'updatedAt', d.updated_at, 'sentAt', d.sent_at) ORDER BY d.channel
+                   'updatedAt', d.updated_at, 'sentAt', d.sent_at,
+                   'devices', CASE WHEN d.channel = 'PUSH' THEN COALESCE(
+                       (SELECT json_agg(json_build_object(
+                            'deviceId', dd.device_id, 'platform', dd.platform,
+                            'tokenPrefix', dd.token_prefix, 'status', dd.status,
+                            'attempts', dd.attempts, 'errorCode', dd.error_code,
+                            'lastError', dd.last_error,
+                            'providerMessageId', dd.provider_message_id,
+                            'updatedAt', dd.updated_at, 'sentAt', dd.sent_at) ORDER BY dd.id)
+                        FROM delivery_device dd WHERE dd.delivery_id = d.id),
+                       '[]') END) ORDER BY d.channel
                ) AS deliveries
         FROM delivery d WHERE d.notification_id = n.id
     ) s
@@ -267,6 +278,8 @@ def _accepted_view(
                 "createdAt": created_at,
                 "updatedAt": created_at,
                 "sentAt": None,
+                # As _VIEW shows it: PUSH lists its devices from the first attempt on.
+                "devices": [] if channel == "PUSH" else None,
             }
             for delivery_id, channel in sorted(
                 zip(params["delivery_ids"], params["channels"], strict=True),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -13,11 +14,21 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
-from app.domain import Channel, DeliveryStatus, NotificationStatus, NotificationType, Priority
+from app.domain import (
+    Channel,
+    DeliveryStatus,
+    DeviceDeliveryStatus,
+    NotificationStatus,
+    NotificationType,
+    Priority,
+    PushPlatform,
+)
 from app.sms import sms_segments
 
 # No CR or LF: these values end up in email headers.
@@ -27,7 +38,14 @@ Email = Annotated[
 ]
 E164Phone = Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{6,14}$")]
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\w.:@-]+$")]
-DeviceToken = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+# Printable ASCII without spaces: what FCM registration tokens and APNs hex tokens are made of.
+DeviceToken = Annotated[
+    str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[\x21-\x7e]+$")
+]
+AppId = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\w.:-]+$")]
+Locale = Annotated[
+    str, StringConstraints(max_length=35, pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{1,8})*$")
+]
 
 MAX_DEVICE_TOKENS = 100
 
@@ -132,6 +150,23 @@ class ListQuery(_Camel):
     limit: int = Field(default=50, ge=1, le=100)
 
 
+class DeviceDeliveryView(_Camel):
+    """One device's share of a PUSH delivery."""
+
+    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+
+    device_id: uuid.UUID | None  # None once the device was removed from the registry
+    platform: PushPlatform
+    token_prefix: str
+    status: DeviceDeliveryStatus
+    attempts: int
+    error_code: str | None
+    last_error: str | None
+    provider_message_id: str | None
+    updated_at: datetime
+    sent_at: datetime | None
+
+
 class DeliveryView(_Camel):
     model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
 
@@ -146,6 +181,7 @@ class DeliveryView(_Camel):
     created_at: datetime
     updated_at: datetime
     sent_at: datetime | None
+    devices: list[DeviceDeliveryView] | None = None  # PUSH only: one entry per device
 
 
 class NotificationView(_Camel):
@@ -173,6 +209,59 @@ class CancelResult(_Camel):
 
     cancelled: int
     notification: NotificationView
+
+
+class DeviceRegistration(_Camel):
+    """``PUT /users/{userId}/devices``: register a device, or update the one with this token."""
+
+    platform: PushPlatform
+    token: DeviceToken
+    app_id: AppId
+    locale: Locale | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _apns_token_is_hex(cls, token: str, info: ValidationInfo) -> str:
+        if info.data.get("platform") is PushPlatform.APNS and not _HEX_TOKEN.fullmatch(token):
+            raise PydanticCustomError(
+                "apns_token_format", "an APNs device token is an even number of hex digits"
+            )
+        return token
+
+
+_HEX_TOKEN = re.compile(r"(?:[0-9a-fA-F]{2})+")
+
+
+class DeviceView(_Camel):
+    """A registered device. The token itself is never shown back, only its first characters."""
+
+    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+
+    id: uuid.UUID
+    user_id: str
+    platform: PushPlatform
+    token_prefix: str
+    app_id: str
+    locale: str | None
+    active: bool
+    deactivated_at: datetime | None
+    deactivation_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class DeviceList(_Camel):
+    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+
+    items: list[DeviceView]
+
+
+class UserPath(_Camel):
+    user_id: UserId
+
+
+class DevicePath(UserPath):
+    device_id: uuid.UUID
 
 
 class HealthCheck(BaseModel):

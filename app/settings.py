@@ -120,6 +120,52 @@ class Settings:
         "",
         "Comma-separated CIDRs webhooks may reach although private, loopback etc.; empty = none.",
     )
+    push_provider: str = _setting(
+        "PUSH_PROVIDER",
+        "log",
+        "`log` (writes each device's push to the worker log) or `live` (FCM devices through FCM,"
+        " APNs devices through APNs, each as configured below).",
+    )
+    fcm_service_account_file: str = _setting(
+        "FCM_SERVICE_ACCOUNT_FILE",
+        "",
+        "Path to the Firebase service-account JSON (a mounted secret); empty = FCM off. Its"
+        " `token_uri` is where OAuth access tokens are obtained.",
+    )
+    fcm_project_id: str = _setting(
+        "FCM_PROJECT_ID", "", "Firebase project id; empty = the service account's `project_id`."
+    )
+    fcm_base_url: str = _setting(
+        "FCM_BASE_URL",
+        "https://fcm.googleapis.com",
+        "FCM HTTP v1 API; messages go to `{base}/v1/projects/{project}/messages:send`.",
+    )
+    fcm_timeout_seconds: float = _setting(
+        "FCM_TIMEOUT_SECONDS", 10.0, "Connect and read timeout of each FCM and token request."
+    )
+    apns_key_file: str = _setting(
+        "APNS_KEY_FILE",
+        "",
+        "Path to the APNs auth key (`AuthKey_<keyid>.p8`, a mounted secret); empty = APNs off.",
+    )
+    apns_key_id: str = _setting("APNS_KEY_ID", "", "Key ID of that key (the JWT's `kid`).")
+    apns_team_id: str = _setting("APNS_TEAM_ID", "", "Apple developer team ID (the JWT's `iss`).")
+    apns_base_url: str = _setting(
+        "APNS_BASE_URL",
+        "https://api.push.apple.com",
+        "APNs over HTTP/2; `https://api.sandbox.push.apple.com` for development builds.",
+    )
+    apns_ca_file: str = _setting(
+        "APNS_CA_FILE", "", "CA bundle to verify APNs with; empty = the system's CAs."
+    )
+    apns_timeout_seconds: float = _setting(
+        "APNS_TIMEOUT_SECONDS", 10.0, "Connect, read, write and pool timeout of APNs requests."
+    )
+    apns_token_refresh_seconds: int = _setting(
+        "APNS_TOKEN_REFRESH_SECONDS",
+        2400,
+        "Age at which the APNs provider token (JWT) is renewed; APNs wants 1200 to 3600.",
+    )
     relay_batch_size: int = _setting(
         "RELAY_BATCH_SIZE", 100, "Outbox rows the relay claims per transaction."
     )
@@ -222,6 +268,19 @@ class Settings:
             raise SettingsError(f"WEBHOOK_ALLOWED_NETWORKS: {exc}") from None
         if self.sms_max_segments < 1:
             raise SettingsError("SMS_MAX_SEGMENTS: must be at least 1")
+        if self.push_provider not in {"log", "live"}:
+            raise SettingsError("PUSH_PROVIDER: must be 'log' or 'live'")
+        if not 1200 <= self.apns_token_refresh_seconds < 3600:
+            # APNs refuses tokens older than an hour and renewals more often than every 20 min.
+            raise SettingsError("APNS_TOKEN_REFRESH_SECONDS: must be from 1200 to 3599")
+        if self.push_provider == "live" and not (
+            self.fcm_service_account_file or self.apns_key_file
+        ):
+            raise SettingsError(
+                "PUSH_PROVIDER=live needs FCM_SERVICE_ACCOUNT_FILE or APNS_KEY_FILE (or both)"
+            )
+        if self.apns_key_file and not (self.apns_key_id and self.apns_team_id):
+            raise SettingsError("APNS_KEY_FILE needs APNS_KEY_ID and APNS_TEAM_ID")
         if self.retry_backoff_max_seconds * 2 >= self.broker_visibility_timeout_seconds:
             raise SettingsError(
                 "RETRY_BACKOFF_MAX_SECONDS must stay well under BROKER_VISIBILITY_TIMEOUT_SECONDS"

@@ -63,10 +63,11 @@ def worker_context() -> WorkerContext:
         if _context is not None and _context.pid == os.getpid():
             return _context
         settings = Settings.from_env()
+        engine = make_engine(settings, pool_size=max(2, settings.worker_concurrency))
         _context = WorkerContext(
             settings=settings,
-            engine=make_engine(settings, pool_size=max(2, settings.worker_concurrency)),
-            providers=build_providers(settings),
+            engine=engine,
+            providers=build_providers(settings, engine),
             pid=os.getpid(),
         )
     return _context

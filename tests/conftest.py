@@ -17,13 +17,15 @@ from app.db import ensure_database, make_engine, migrate
 from app.factory import create_app
 from app.settings import Settings
 from tests.processes import Processes
+from tests.standins.apns import ApnsStandIn, AuthKey, make_tls
+from tests.standins.fcm import FcmStandIn
 from tests.standins.smtp import SmtpStandIn
 
 TEST_DATABASE_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/notifications_test"
 )
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-TABLES = "audit_log, outbox_event, delivery, notification, api_key"
+TABLES = "audit_log, outbox_event, delivery_device, push_device, delivery, notification, api_key"
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +69,35 @@ def settings(base_settings: Settings, smtp: SmtpStandIn) -> Settings:
     from dataclasses import replace
 
     return replace(base_settings, email_provider="smtp", smtp_port=smtp.port)
+
+
+@pytest.fixture(scope="session")
+def fcm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FcmStandIn]:
+    server = FcmStandIn.create(tmp_path_factory.mktemp("fcm")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fcm(fcm_server: FcmStandIn) -> FcmStandIn:
+    """The FCM stand-in with no plans and nothing received."""
+    fcm_server.reset()
+    return fcm_server
+
+
+@pytest.fixture(scope="session")
+def apns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApnsStandIn]:
+    directory = tmp_path_factory.mktemp("apns")
+    server = ApnsStandIn(make_tls(directory), AuthKey.create(directory)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def apns(apns_server: ApnsStandIn) -> ApnsStandIn:
+    """The APNs stand-in with no plans and nothing received."""
+    apns_server.reset()
+    return apns_server
 
 
 @pytest.fixture(scope="session")

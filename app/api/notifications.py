@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from flask import Blueprint, Response, g, request, url_for
 from pydantic import BaseModel, ValidationError
 
-from app import notifications
-from app.api.params import path_uuid, validate
+from app import devices, notifications
+from app.api.params import json_response, path_uuid, validate
 from app.auth import require_api_key
+from app.domain import Channel
 from app.errors import ApiError
 from app.logs import log_context
 from app.metrics import NOTIFICATIONS_ACCEPTED
@@ -50,6 +51,8 @@ def submit() -> Response:
         + sms_body_too_long(body, services().settings.sms_max_segments)
         + _unavailable_channels(body)
     )
+    if not problems:
+        problems = _unregistered_device_tokens(body)
     if problems:
         raise ApiError.invalid(problems)
     idempotency_key = request.headers.get("Idempotency-Key")
@@ -79,7 +82,7 @@ def submit() -> Response:
             accepted.notification["id"],
             extra={"delivery_ids": [str(d["id"]) for d in accepted.notification["deliveries"]]},
         )
-    response = _json(NotificationView, accepted.notification, 202)
+    response = json_response(NotificationView, accepted.notification, 202)
     response.headers["Location"] = url_for(
         ".read", notification_id=accepted.notification["id"], _external=False
     )
@@ -93,7 +96,7 @@ def read(notification_id: str) -> Response:
     found = notifications.get(services().engine, path_uuid(notification_id))
     if found is None:
         raise ApiError(404, "not_found", "No notification has this id.")
-    return _json(NotificationView, found)
+    return json_response(NotificationView, found)
 
 
 @blueprint.get("")
@@ -118,7 +121,7 @@ def list_notifications() -> Response:
         limit=query.limit,
     )
     items, next_cursor = notifications.list_(services().engine, filters)
-    return _json(NotificationPage, {"items": items, "nextCursor": next_cursor})
+    return json_response(NotificationPage, {"items": items, "nextCursor": next_cursor})
 
 
 @blueprint.post("/<notification_id>/cancel")
@@ -128,7 +131,7 @@ def cancel(notification_id: str) -> Response:
         raise ApiError(404, "not_found", "No notification has this id.")
     if cancelled == 0:
         raise ApiError(409, "not_cancellable", "Every delivery is already sending or finished.")
-    return _json(CancelResult, {"cancelled": cancelled, "notification": found})
+    return json_response(CancelResult, {"cancelled": cancelled, "notification": found})
 
 
 def _unavailable_channels(body: NotificationCreate) -> list[FieldError]:
@@ -144,9 +147,18 @@ def _unavailable_channels(body: NotificationCreate) -> list[FieldError]:
     ]
 
 
-def _json(model: type[BaseModel], data: Any, status: int = 200) -> Response:
-    return Response(
-        model.model_validate(data).model_dump_json(by_alias=True),
-        status=status,
-        mimetype="application/json",
-    )
+def _unregistered_device_tokens(body: NotificationCreate) -> list[FieldError]:
+    """PUSH to explicit tokens: each must be an active registered device, which is where its
+    platform and app come from."""
+    if Channel.PUSH not in body.channels or not body.device_tokens:
+        return []
+    unusable = devices.unusable_tokens(services().engine, body.device_tokens)
+    return [
+        FieldError(
+            field=f"deviceTokens[{index}]",
+            rule="device_not_registered",
+            message="not the token of an active registered device (PUT /users/{userId}/devices)",
+        )
+        for index, token in enumerate(body.device_tokens)
+        if token in unusable
+    ]

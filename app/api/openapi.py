@@ -15,6 +15,9 @@ from app.schemas import (
     ApiKeyCreate,
     ApiKeyView,
     CancelResult,
+    DeviceList,
+    DeviceRegistration,
+    DeviceView,
     ErrorBody,
     HealthCheck,
     IssuedKeyView,
@@ -39,12 +42,16 @@ def _content(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _responses(ok: int, model: type[BaseModel] | None, *errors: int) -> dict[str, Any]:
-    """Every authenticated operation may also answer 401, 403 (scope) and 429 (rate limit)."""
     success = {"description": "Success", **(_content(model) if model else {})}
-    responses: dict[str, Any] = {str(ok): success}
-    for status in sorted({*errors, 401, 403, 429}):
-        responses[str(status)] = {"description": "Error", **_content(ErrorBody)}
-    return responses
+    return {str(ok): success, **_errors(*errors)}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    """Error responses; every authenticated operation may also answer 401, 403 and 429."""
+    return {
+        str(status): {"description": "Error", **_content(ErrorBody)}
+        for status in sorted({*statuses, 401, 403, 429})
+    }
 
 
 def _path_id(name: str) -> dict[str, Any]:
@@ -57,6 +64,20 @@ def _path_id(name: str) -> dict[str, Any]:
 
 
 _ID_PARAM = _path_id("notification_id")
+
+
+_USER_PARAM = {
+    "name": "user_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"^[\w.:@-]+$"},
+}
+_DEVICE_PARAM = {
+    "name": "device_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+}
 
 
 def _health(summary: str) -> dict[str, Any]:
@@ -80,6 +101,9 @@ def document() -> dict[str, Any]:
             (NotificationView, "serialization"),
             (NotificationPage, "serialization"),
             (CancelResult, "serialization"),
+            (DeviceRegistration, "validation"),
+            (DeviceView, "serialization"),
+            (DeviceList, "serialization"),
             (HealthCheck, "serialization"),
             (ErrorBody, "serialization"),
             (ApiKeyCreate, "validation"),
@@ -171,6 +195,30 @@ def document() -> dict[str, Any]:
                     " secret; the old key is revoked",
                     "parameters": [_path_id("key_id")],
                     "responses": _responses(201, IssuedKeyView, 404, 422),
+                }
+            },
+            "/api/v1/users/{user_id}/devices": {
+                "put": {
+                    "summary": "Register a push device for the user, or update the one with this"
+                    " token (platform and token identify a device); 201 if new, 200 if updated",
+                    "parameters": [_USER_PARAM],
+                    "requestBody": {"required": True, **_content(DeviceRegistration)},
+                    "responses": {
+                        **_responses(200, DeviceView, 400, 401, 415, 422),
+                        "201": {"description": "Registered", **_content(DeviceView)},
+                    },
+                },
+                "get": {
+                    "summary": "The user's devices, active and deactivated, oldest first",
+                    "parameters": [_USER_PARAM],
+                    "responses": _responses(200, DeviceList, 401, 422),
+                },
+            },
+            "/api/v1/users/{user_id}/devices/{device_id}": {
+                "delete": {
+                    "summary": "Remove one of the user's devices",
+                    "parameters": [_USER_PARAM, _DEVICE_PARAM],
+                    "responses": {"204": {"description": "Removed"}, **_errors(401, 404, 422)},
                 }
             },
             "/api/v1/health": _health("Overall health: PostgreSQL and Redis reachable"),

@@ -1,10 +1,12 @@
-"""Parsing what arrives in paths and query strings, with errors in the one error format."""
+"""What every blueprint shares: parsing paths and query strings (errors in the one error
+format) and answering with a schema's JSON."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any, TypeVar
 
+from flask import Response
 from pydantic import BaseModel, ValidationError
 
 from app.errors import ApiError
@@ -29,3 +31,12 @@ def path_uuid(raw: str, field: str = "id") -> uuid.UUID:
             [FieldError(field=field, rule="uuid_parsing", message="Input should be a valid UUID")],
             where="path",
         ) from None
+
+
+def json_response(model: type[BaseModel], data: Any, status: int = 200) -> Response:
+    """``data`` shaped by ``model`` (camelCase on the wire), so answers match the OpenAPI doc."""
+    return Response(
+        model.model_validate(data).model_dump_json(by_alias=True),
+        status=status,
+        mimetype="application/json",
+    )

@@ -1,13 +1,13 @@
 """Carry the accepting request's id to the relay and workers; index what retention deletes.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 """
 
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
