@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 
 from app.db import make_engine
 from app.domain import Channel
+from app.hub import Hub
 from app.settings import Settings
 
 
@@ -19,6 +20,7 @@ class Services:
     engine: Engine
     redis: redis.Redis
     available_channels: frozenset[Channel]
+    hub: Hub  # this process's WebSockets; its listener thread starts with the first socket
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -31,6 +33,7 @@ class Services:
                 settings.redis_url, socket_timeout=2, socket_connect_timeout=2
             ),
             available_channels=available_channels(settings),
+            hub=Hub(settings.redis_url, settings.ws_max_connections),
         )
 
 

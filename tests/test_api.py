@@ -108,7 +108,7 @@ def test_email_channel_requires_recipient_and_subject(
     assert rows_written(engine) == 0
 
 
-@pytest.mark.parametrize("channel", ["PUSH", "SMS", "WEBHOOK", "IN_APP"])
+@pytest.mark.parametrize("channel", ["PUSH", "SMS", "WEBHOOK"])
 def test_channel_without_provider_is_refused_not_accepted_and_lost(
     client: FlaskClient, auth: dict[str, str], engine: Engine, channel: str
 ) -> None:

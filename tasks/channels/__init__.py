@@ -10,12 +10,14 @@ from tasks.channels.base import Provider
 def build_providers(settings: Settings) -> dict[Channel, Provider]:
     """The provider of every channel this service can deliver, as configured."""
     from tasks.channels.email import SmtpEmailProvider
+    from tasks.channels.inapp import InAppProvider
     from tasks.channels.log import LogProvider
 
     return {
         Channel.EMAIL: SmtpEmailProvider(settings)
         if settings.email_provider == "smtp"
         else LogProvider(),
+        Channel.IN_APP: InAppProvider(settings),
     }
 
 
