@@ -1,18 +1,19 @@
 # The two commands:  make run  (the whole system)   make test  (the whole test suite)
 # Both set up everything first: the virtualenv with the project and its extras, and local
 # PostgreSQL and Redis (installed from Debian's packages if missing, started if stopped).
+# `make test` also installs Debian's chromium if missing: the inbox page test drives it.
 
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: run test services
+.PHONY: run test services browser
 
 run: $(STAMP) services
 	$(BIN)/notification-service dev
 
-test: $(STAMP) services
+test: $(STAMP) services browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 $(STAMP): setup.cfg pyproject.toml
@@ -37,4 +38,10 @@ services:
 	  echo "starting Redis"; \
 	  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no; \
 	  for i in $$(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.5; done; \
+	fi
+
+browser:
+	@if ! command -v chromium >/dev/null; then \
+	  echo "installing chromium from Debian's packages (for the inbox page test)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	fi
