@@ -87,6 +87,7 @@ class Hub:
         self._count = 0
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._wake_pending = False
 
     @property
     def open_sockets(self) -> int:
@@ -134,9 +135,15 @@ class Hub:
                 mailbox.close(code, reason)
 
     def _wake_listener(self) -> None:
+        # Called after changing the socket table. One wake-up in flight is enough: the listener
+        # clears the flag before it reads the table, so it sees every change made before.
+        if self._wake_pending:
+            return
+        self._wake_pending = True
         try:
             self._client.publish(self._control, b"")
         except redis.RedisError as exc:
+            self._wake_pending = False
             log.warning("could not wake the inbox listener: %s", exc)
 
     def _start(self) -> None:
@@ -171,13 +178,16 @@ class Hub:
     def _run(self, pubsub: redis.client.PubSub, *, catch_up: bool) -> None:
         requested: set[str] = set()
         confirmed: set[str] = set()
+        self._reconcile(pubsub, requested, confirmed)
         while True:
-            self._reconcile(pubsub, requested, confirmed)
             message = pubsub.get_message(timeout=1.0)
             if message is None:
+                self._reconcile(pubsub, requested, confirmed)
                 continue
             kind = message["type"]
             channel = message["channel"].decode()
+            if channel == self._control and kind == "message":
+                self._reconcile(pubsub, requested, confirmed)
             if kind == "subscribe":
                 confirmed.add(channel)
                 if catch_up and channel == self._control:
@@ -196,6 +206,7 @@ class Hub:
 
     def _reconcile(self, pubsub: Any, requested: set[str], confirmed: set[str]) -> None:
         """Subscribe to the channels of users with a socket here, and only those."""
+        self._wake_pending = False
         with self._lock:
             wanted = {user_channel(user) for user in self._by_user}
             live = wanted & confirmed & requested
