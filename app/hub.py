@@ -29,6 +29,7 @@ from app.fanout import CHANNEL_PREFIX, user_channel
 
 log = logging.getLogger(__name__)
 
+CLIENT_NAME = "notification-service-inbox-hub"
 MAILBOX_LIMIT = 1000
 SUBSCRIBE_TIMEOUT_SECONDS = 5.0
 
@@ -79,6 +80,7 @@ class Hub:
             socket_timeout=5,
             socket_keepalive=True,
             retry=Retry(NoBackoff(), 0),
+            client_name=CLIENT_NAME,
         )
         self._control = f"inapp:control:{uuid.uuid4().hex}"
         self._lock = threading.Lock()

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import time
 from typing import Any
 
+import redis
 import wsproto
 from sqlalchemy import Engine, text
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
 
 from app import ws_tokens
+from app.hub import CLIENT_NAME
+from app.settings import Settings
+from tasks.channels import build_providers
+from tasks.deliver import WorkerContext, deliver_ids
 from tests.conftest import WS_TOKEN_SECRET
 from tests.inbox_client import Tab, call, in_app
 from tests.netutil import free_port
@@ -268,3 +275,70 @@ def test_every_item_delivered_once_even_when_the_task_runs_twice(
     sent(api, api_key, created["id"])
     with engine.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM inbox_item")) == 1
+
+
+def test_sockets_past_ws_max_connections_are_refused_with_1013_and_http_still_answers(
+    processes: Processes, api_key: str
+) -> None:
+    (api,) = start(processes, WS_MAX_CONNECTIONS="1")
+    first = Tab.open(api, api_key, "cap")
+    _, token = call("POST", f"{api}/api/v1/users/cap/ws-token", api_key)
+
+    refused = Tab(api, token["token"]).closed_with()
+    status, _ = call("GET", f"{api}/api/v1/users/cap/inbox", api_key)
+
+    assert refused == (1013, "server at capacity; retry")
+    assert status == 200
+    first.ws.send('{"type": "ping"}')
+    assert first.next() == {"type": "pong"}
+
+
+def test_stopping_an_api_process_closes_its_sockets_with_1001_at_once(
+    processes: Processes, api_key: str
+) -> None:
+    processes.relay()
+    port = free_port()
+    api = processes.api(port, API_WORKERS="1")
+    tab = Tab.open(f"http://127.0.0.1:{port}", api_key, "sam")
+
+    stopped = time.monotonic()
+    api.popen.send_signal(signal.SIGTERM)
+    closed = tab.closed_with(timeout=5)
+    api.popen.wait(10)
+
+    assert closed == (1001, "server shutting down")
+    assert time.monotonic() - stopped < 5, "the worker did not wait out its graceful timeout"
+
+
+def test_a_socket_catches_up_from_the_database_when_its_process_loses_redis(
+    processes: Processes,
+    api_key: str,
+    settings: Settings,
+    engine: Engine,
+    redis_client: redis.Redis,
+) -> None:
+    port = free_port()
+    processes.api(port, API_WORKERS="1")
+    api = f"http://127.0.0.1:{port}"
+    tab = Tab.open(api, api_key, "lou")
+    created = post(api, api_key, in_app("lou", "sent while the listener was away"))
+
+    # Cut the listener's pub/sub connection, then deliver at once: the publish finds no one.
+    db = str(redis_client.connection_pool.connection_kwargs.get("db", 0))
+    [hub] = [
+        c
+        for c in redis_client.client_list()
+        if c["name"] == CLIENT_NAME and c["db"] == db and int(c["sub"]) > 0
+    ]
+    redis_client.client_kill_filter(_id=hub["id"])
+    context = WorkerContext(settings, engine, build_providers(settings), os.getpid())
+    deliver_ids(context, [created["deliveries"][0]["id"]])
+    missed_live = delivery(api, api_key, created["id"])["providerMessageId"]
+
+    message = tab.next()
+    assert missed_live.endswith(":live:0")
+    assert (
+        message["type"] == "item" and message["item"]["body"] == "sent while the listener was away"
+    )
+    assert tab.next()["type"] == "ready"
+    assert tab.nothing_within(0.5)
