@@ -163,8 +163,8 @@ class Hub:
         first = True
         while True:
             pubsub = self._client.pubsub()
+            started = time.monotonic()
             try:
-                pubsub.subscribe(self._control)
                 self._run(pubsub, catch_up=not first)
             except Exception as exc:  # noqa: BLE001 - the listener must outlive any failure
                 log.warning("inbox listener lost Redis (%s); reconnecting", exc)
@@ -174,13 +174,16 @@ class Hub:
                 except Exception:  # noqa: BLE001
                     pass
             first = False
+            backoff = 0.1 if time.monotonic() - started > 30 else min(backoff * 2, 5.0)
             time.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
 
     def _run(self, pubsub: redis.client.PubSub, *, catch_up: bool) -> None:
         requested: set[str] = set()
         confirmed: set[str] = set()
+        # The users' channels first, then the control channel: Redis answers in order, so once
+        # the control channel is confirmed every user channel is live again.
         self._reconcile(pubsub, requested, confirmed)
+        pubsub.subscribe(self._control)
         while True:
             message = pubsub.get_message(timeout=1.0)
             if message is None:
@@ -193,8 +196,8 @@ class Hub:
             if kind == "subscribe":
                 confirmed.add(channel)
                 if catch_up and channel == self._control:
-                    # Events published while the listener was away were lost; each socket
-                    # reads what it missed from the database.
+                    # Events published while the listener was away were lost; each socket,
+                    # subscribed again, reads what it missed from the database.
                     catch_up = False
                     self._ask_all_to_resync()
                 with self._lock:
@@ -225,7 +228,11 @@ class Hub:
             confirmed -= drop
 
     def _forward(self, user_id: str, data: bytes) -> None:
-        event = orjson.loads(data)
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            log.warning("ignored a malformed inbox event")
+            return
         with self._lock:
             mailboxes = list(self._by_user.get(user_id, ()))
         for mailbox in mailboxes:
