@@ -151,6 +151,10 @@ def test_wrong_expired_or_missing_tokens_are_closed_with_4401_and_bad_first_mess
     assert bad_cursor == (4400, "invalid cursor")
     assert payload not in json.dumps(outcomes)
     assert ws_tokens.verify(WS_TOKEN_SECRET, valid) == "eve"
+    api_log = next(p for p in processes.started if p.name.startswith("api")).log()
+    assert "/ws/notifications" in api_log
+    for secret in (WS_TOKEN_SECRET, payload, signature, *filter(None, refused.values())):
+        assert secret not in api_log
 
 
 def test_a_token_for_one_user_never_receives_another_users_items(
