@@ -3,18 +3,19 @@
 # PostgreSQL and Redis (installed from Debian's packages if missing, started if stopped).
 # make test also installs docker-compose from Debian's packages (tests/test_deploy.py runs
 # `docker-compose config` on docker/docker-compose.yml; no Docker engine is needed for that).
+# `make test` also installs Debian's chromium if missing: the inbox page test drives it.
 
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: run test bench services deploy-tools
+.PHONY: run test bench services deploy-tools browser
 
 run: $(STAMP) services
 	$(BIN)/notification-service dev
 
-test: $(STAMP) services deploy-tools
+test: $(STAMP) services deploy-tools browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Benchmarks (not part of the test suite): wrk from Debian, procrastinate (the peer) from PyPI.
@@ -51,4 +52,10 @@ deploy-tools:
 	@if ! command -v docker-compose >/dev/null; then \
 	  echo "installing docker-compose from Debian's packages"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose; \
+	fi
+
+browser:
+	@if ! command -v chromium >/dev/null; then \
+	  echo "installing chromium from Debian's packages (for the inbox page test)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	fi

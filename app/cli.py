@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
+import secrets
 import signal
 import subprocess
 import sys
@@ -60,8 +62,16 @@ def _fresh_multiproc_dir() -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
 
 
+def _raise_open_files_limit() -> None:
+    """Every WebSocket is a file descriptor (two, with its ping selector): use the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     _fresh_multiproc_dir()
+    _raise_open_files_limit()
     from gunicorn.app.base import BaseApplication
     from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
@@ -71,17 +81,36 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
         def load_config(self) -> None:
             self.cfg.set("bind", f"{args.host}:{args.port}")
             self.cfg.set("workers", settings.api_workers)
-            # gthread: each worker serves many slow clients (and WebSockets) on threads.
+            # gthread: HTTP requests on API_THREADS threads, and one more thread for each
+            # WebSocket (flask-sock holds its request's thread for the socket's life), up to
+            # WS_MAX_CONNECTIONS; the sockets past that are refused, so HTTP always has its
+            # threads. See bench/RESULTS.md for why gthread and not gevent.
+            threads = settings.api_threads + settings.ws_max_connections
             self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", settings.api_threads)
+            self.cfg.set("threads", threads)
+            self.cfg.set("worker_connections", threads + 100)
             self.cfg.set("graceful_timeout", 20)
             self.cfg.set("child_exit", _child_exit)
+            self.cfg.set("post_worker_init", _close_sockets_on_sigterm)
 
         def load(self):  # type: ignore[no-untyped-def]
             return create_app(settings)
 
     def _child_exit(_server: object, worker: Any) -> None:
         GunicornInternalPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)
+
+    def _close_sockets_on_sigterm(worker: Any) -> None:
+        """A stopping worker waits for its connections to end; WebSockets would not, so they
+        are closed (1001, going away) and their clients reconnect to another process."""
+        hub = worker.wsgi.extensions["notification_service"].hub
+        stop = signal.getsignal(signal.SIGTERM)
+
+        def _on_sigterm(signum: int, frame: Any) -> None:
+            hub.shutdown()
+            if callable(stop):
+                stop(signum, frame)
+
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
     _Gunicorn().run()
     return 0
@@ -146,8 +175,13 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     issued = create_api_key(engine, "dev", SCOPES)
     engine.dispose()
     me = [sys.executable, "-m", "app.cli"]
-    # Humans read dev's output: text logs unless LOG_FORMAT says otherwise.
-    child_env = {**os.environ, "LOG_FORMAT": os.environ.get("LOG_FORMAT", "text")}
+    # Humans read dev's output: text logs unless LOG_FORMAT says otherwise. WebSocket tokens are
+    # signed with a secret made for this run (unless one is given), shared by the API processes.
+    child_env = {
+        **os.environ,
+        "LOG_FORMAT": os.environ.get("LOG_FORMAT", "text"),
+        "WS_TOKEN_SECRET": settings.ws_token_secret or secrets.token_urlsafe(32),
+    }
     commands = {
         "api": me + ["api", "--host", args.host, "--port", str(args.port)],
         "relay": me + ["relay"],
@@ -162,6 +196,8 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         f"  Flower  http://localhost:{settings.flower_port}\n"
         f"  API key {issued.key}\n"
         f"  Webhook signing secret {issued.webhook_secret}\n"
+        f"  Inbox   http://{shown_host}:{args.port}/inbox#user=demo-user&key={issued.key}\n"
+        f"          (in-app notifications of userId demo-user, live)\n"
         f"Ctrl-C stops everything.\n",
         flush=True,
     )

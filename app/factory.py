@@ -9,7 +9,8 @@ import uuid
 
 from flask import Flask, Response, g, request
 
-from app.api import api_keys, devices, health, notifications, openapi
+from app import page
+from app.api import api_keys, devices, health, inbox, notifications, openapi, websocket
 from app.errors import register_error_handlers
 from app.logs import log_context
 from app.metrics import init_flask_metrics
@@ -21,6 +22,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.api_max_body_bytes
+    app.config["SOCK_SERVER_OPTIONS"] = websocket.server_options(settings.ws_ping_interval_seconds)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["notification_service"] = Services.build(settings)
     register_error_handlers(app)
@@ -31,6 +33,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(api_keys.blueprint, url_prefix="/api/v1/api-keys")
     app.register_blueprint(devices.blueprint, url_prefix="/api/v1/users")
     app.register_blueprint(openapi.blueprint, url_prefix="/api/v1")
+    app.register_blueprint(inbox.blueprint, url_prefix="/api/v1/users")
+    app.register_blueprint(websocket.blueprint)
+    app.register_blueprint(page.blueprint)
     return app
 
 

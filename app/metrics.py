@@ -31,6 +31,15 @@ NOTIFICATIONS_ACCEPTED = Counter(
     "Notifications accepted by the API, per requested channel",
     ["channel"],
 )
+WEBSOCKETS_OPEN = Gauge(
+    "inapp_websockets_open",
+    "In-app WebSockets open, summed over the API's live worker processes",
+    multiprocess_mode="livesum",
+)
+WEBSOCKET_EVENTS_FORWARDED = Counter(
+    "inapp_websocket_events_forwarded",
+    "Inbox events (items, read and delete marks) handed to open WebSockets",
+)
 
 # Relay
 OUTBOX_EVENTS_PROCESSED = Counter(
@@ -116,5 +125,6 @@ def init_flask_metrics(app: Flask) -> None:
         return
     # One registry per app, so tests may build many apps in one process.
     registry = CollectorRegistry()
-    registry.register(NOTIFICATIONS_ACCEPTED)
+    for collector in (NOTIFICATIONS_ACCEPTED, WEBSOCKETS_OPEN, WEBSOCKET_EVENTS_FORWARDED):
+        registry.register(collector)
     PrometheusMetrics(app, registry=registry, group_by="url_rule")

@@ -264,6 +264,62 @@ class DevicePath(UserPath):
     device_id: uuid.UUID
 
 
+class InboxQuery(_Camel):
+    model_config = ConfigDict(
+        alias_generator=None, extra="forbid", validate_by_alias=True, validate_by_name=True
+    )
+
+    unread: bool | None = None
+    cursor: Annotated[str, StringConstraints(max_length=200)] | None = None
+    limit: int = Field(default=50, ge=1, le=100)
+
+
+class InboxPath(BaseModel):
+    user_id: UserId
+
+
+class InboxItemPath(BaseModel):
+    user_id: UserId
+    item_id: uuid.UUID
+
+
+class InboxItemView(_Camel):
+    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+
+    id: uuid.UUID
+    notification_id: uuid.UUID
+    category: NotificationType
+    title: str | None
+    body: str
+    data: dict[str, Any] | None
+    created_at: datetime
+    read_at: datetime | None
+    cursor: str = Field(description="This item's position: pass it back to read what followed")
+
+
+class InboxPage(_Camel):
+    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+
+    items: list[InboxItemView]
+    next_cursor: str | None
+    unread_count: int
+
+
+class InboxReadResult(_Camel):
+    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+
+    marked: int
+    unread_count: int
+
+
+class WsToken(_Camel):
+    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+
+    token: str
+    expires_at: datetime
+    url: str = Field(description="The WebSocket path; send the token in the first message")
+
+
 class HealthCheck(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str]

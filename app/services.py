@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from app.auth import KeyCache
 from app.db import make_engine
 from app.domain import Channel
+from app.hub import Hub
 from app.ratelimit import RateLimiter
 from app.settings import Settings
 from app.wake import Waker
@@ -26,6 +27,7 @@ class Services:
     ingest_engine: Engine
     waker: Waker
     rate_limiter: RateLimiter
+    hub: Hub  # this process's WebSockets; its listener thread starts with the first socket
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -51,6 +53,7 @@ class Services:
             rate_limiter=RateLimiter(
                 broker, settings.rate_limit_per_second, settings.rate_limit_burst
             ),
+            hub=Hub(settings.redis_url, settings.ws_max_connections),
         )
 
 

@@ -51,7 +51,9 @@ class Settings:
     api_host: str = _setting("API_HOST", "0.0.0.0", "Address `notification-service api` binds.")
     api_port: int = _setting("API_PORT", 8080, "Port `notification-service api` binds.")
     api_workers: int = _setting("API_WORKERS", 2, "gunicorn worker processes.")
-    api_threads: int = _setting("API_THREADS", 8, "Threads per gunicorn worker (gthread).")
+    api_threads: int = _setting(
+        "API_THREADS", 8, "Threads per gunicorn worker (gthread) for HTTP requests."
+    )
     api_max_body_bytes: int = _setting(
         "API_MAX_BODY_BYTES", 65536, "Largest accepted request body; larger → 413."
     )
@@ -230,6 +232,26 @@ class Settings:
     retention_batch_size: int = _setting(
         "RETENTION_BATCH_SIZE", 5000, "Rows deleted per retention statement."
     )
+    ws_token_secret: str = _setting(
+        "WS_TOKEN_SECRET",
+        "",
+        "HMAC key (32+ characters) signing WebSocket tokens; empty = no tokens are issued"
+        " (503). `dev` makes one per run.",
+        secret=True,
+    )
+    ws_token_ttl_seconds: int = _setting(
+        "WS_TOKEN_TTL_SECONDS", 120, "Lifetime of a WebSocket token; it is checked at connect."
+    )
+    ws_max_connections: int = _setting(
+        "WS_MAX_CONNECTIONS",
+        1000,
+        "WebSockets per API worker process, each holding a gthread thread; past it → close 1013.",
+    )
+    ws_ping_interval_seconds: float = _setting(
+        "WS_PING_INTERVAL_SECONDS",
+        25.0,
+        "The server pings every socket this often; one that missed the last pong is closed.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -285,7 +307,15 @@ class Settings:
             raise SettingsError(
                 "RETRY_BACKOFF_MAX_SECONDS must stay well under BROKER_VISIBILITY_TIMEOUT_SECONDS"
             )
-        for name in ("relay_batch_size", "relay_task_chunk", "delivery_max_attempts"):
+        if self.ws_token_secret and len(self.ws_token_secret) < 32:
+            raise SettingsError("WS_TOKEN_SECRET: must be at least 32 characters")
+        for name in (
+            "relay_batch_size",
+            "relay_task_chunk",
+            "delivery_max_attempts",
+            "ws_token_ttl_seconds",
+            "ws_max_connections",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()}: must be at least 1")
 

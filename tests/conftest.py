@@ -25,7 +25,11 @@ TEST_DATABASE_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/notifications_test"
 )
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-TABLES = "audit_log, outbox_event, delivery_device, push_device, delivery, notification, api_key"
+TABLES = (
+    "inbox_item, audit_log, outbox_event, delivery_device, push_device, delivery, notification,"
+    " api_key"
+)
+WS_TOKEN_SECRET = "test-only-ws-token-secret-0123456789abcdef"
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +57,7 @@ def base_settings(database_url: str) -> Settings:
         worker_concurrency=4,
         relay_metrics_port=0,
         worker_metrics_port=0,
+        ws_token_secret=WS_TOKEN_SECRET,
     )
 
 

@@ -111,6 +111,28 @@ class Processes:
             ready=" ready.",
         )
 
+    def api(self, port: int, **env: str) -> Process:
+        """``notification-service api`` (gunicorn) on 127.0.0.1:port, answering when returned."""
+        import urllib.request
+
+        process = self.spawn(
+            f"api-{port}",
+            [str(BIN / "notification-service"), "api", "--host", "127.0.0.1", "--port", str(port)],
+            settings_env(self.settings, **env),
+            ready="Booting worker",
+        )
+
+        def live() -> bool:
+            url = f"http://127.0.0.1:{port}/api/v1/health/live"
+            try:
+                with urllib.request.urlopen(url, timeout=2):
+                    return True
+            except OSError:
+                return False
+
+        wait_for(live, what=f"API on port {port}")
+        return process
+
     def stop_all(self) -> None:
         for process in reversed(self.started):
             process.stop()

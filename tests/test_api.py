@@ -108,25 +108,6 @@ def test_email_channel_requires_recipient_and_subject(
     assert rows_written(engine) == 0
 
 
-@pytest.mark.parametrize("channel", ["IN_APP"])
-def test_channel_without_provider_is_refused_not_accepted_and_lost(
-    client: FlaskClient, auth: dict[str, str], engine: Engine, channel: str
-) -> None:
-    body = {
-        **SEED,
-        "channels": ["EMAIL", channel],
-        "userId": "u1",
-        "recipientPhone": "+15551234567",
-        "webhookUrl": "https://example.com/hook",
-    }
-
-    response = post(client, auth, body)
-
-    assert response.status_code == 422
-    assert field_rules(response) == {("channels[1]", "channel_unavailable")}
-    assert rows_written(engine) == 0
-
-
 def test_malformed_json_is_400_and_writes_nothing(
     client: FlaskClient, auth: dict[str, str], engine: Engine
 ) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 from app.settings import Settings
 from tests.factories import status_counts
+from tests.inbox_client import Tab, call, in_app
 from tests.netutil import free_port
 from tests.processes import BIN, Processes, settings_env, wait_for
 from tests.test_api import SEED, post
@@ -149,6 +150,13 @@ def test_dev_runs_everything_and_ctrl_c_stops_it(settings: Settings, tmp_path: P
 
         wait_for(status, timeout=30, interval=0.2, what="EMAIL: SENT")
         assert f"http://127.0.0.1:{port}/api/v1" in Path(log.name).read_text()
+        # The README's in-app demo: the printed inbox link's user gets an IN_APP post live.
+        base = f"http://127.0.0.1:{port}"
+        assert f"{base}/inbox#user=demo-user&key={key}" in Path(log.name).read_text()
+        tab = Tab.open(base, key, "demo-user")
+        call("POST", f"{base}/api/v1/notifications", key, in_app("demo-user", "Hello"))
+        assert tab.next()["item"]["body"] == "Hello"
+        tab.close()
     finally:
         dev.send_signal(signal.SIGINT)
         code = dev.wait(30)

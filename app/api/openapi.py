@@ -20,11 +20,16 @@ from app.schemas import (
     DeviceView,
     ErrorBody,
     HealthCheck,
+    InboxItemView,
+    InboxPage,
+    InboxQuery,
+    InboxReadResult,
     IssuedKeyView,
     ListQuery,
     NotificationCreate,
     NotificationPage,
     NotificationView,
+    WsToken,
 )
 
 blueprint = Blueprint("openapi", __name__)
@@ -79,6 +84,70 @@ _DEVICE_PARAM = {
     "schema": {"type": "string", "format": "uuid"},
 }
 
+_USER_PARAM = {
+    "name": "user_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"^[\w.:@-]+$"},
+}
+_ITEM_PARAM = {
+    "name": "item_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+}
+
+
+def _inbox_paths() -> dict[str, Any]:
+    inbox_params = [
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        for name, schema in InboxQuery.model_json_schema()["properties"].items()
+    ]
+    base = "/api/v1/users/{user_id}"
+    return {
+        f"{base}/inbox": {
+            "get": {
+                "summary": "The user's in-app inbox, newest first, with the unread count",
+                "parameters": [_USER_PARAM, *inbox_params],
+                "responses": _responses(200, InboxPage, 401, 422),
+            }
+        },
+        f"{base}/inbox/{{item_id}}/read": {
+            "post": {
+                "summary": "Mark one item read (every open socket of the user is told)",
+                "parameters": [_USER_PARAM, _ITEM_PARAM],
+                "responses": _responses(200, InboxItemView, 401, 404, 422),
+            }
+        },
+        f"{base}/inbox/read-all": {
+            "post": {
+                "summary": "Mark every item of the user read",
+                "parameters": [_USER_PARAM],
+                "responses": _responses(200, InboxReadResult, 401, 422),
+            }
+        },
+        f"{base}/inbox/{{item_id}}": {
+            "delete": {
+                "summary": "Delete one item from the user's inbox",
+                "parameters": [_USER_PARAM, _ITEM_PARAM],
+                "responses": {
+                    "204": {"description": "Deleted"},
+                    **{
+                        str(status): {"description": "Error", **_content(ErrorBody)}
+                        for status in (401, 404, 422)
+                    },
+                },
+            }
+        },
+        f"{base}/ws-token": {
+            "post": {
+                "summary": "A short-lived token for the user's WebSocket at /ws/notifications",
+                "parameters": [_USER_PARAM],
+                "responses": _responses(201, WsToken, 401, 422, 503),
+            }
+        },
+    }
+
 
 def _health(summary: str) -> dict[str, Any]:
     return {
@@ -105,6 +174,10 @@ def document() -> dict[str, Any]:
             (DeviceView, "serialization"),
             (DeviceList, "serialization"),
             (HealthCheck, "serialization"),
+            (InboxItemView, "serialization"),
+            (InboxPage, "serialization"),
+            (InboxReadResult, "serialization"),
+            (WsToken, "serialization"),
             (ErrorBody, "serialization"),
             (ApiKeyCreate, "validation"),
             (ApiKeyView, "serialization"),
@@ -221,6 +294,7 @@ def document() -> dict[str, Any]:
                     "responses": {"204": {"description": "Removed"}, **_errors(401, 404, 422)},
                 }
             },
+            **_inbox_paths(),
             "/api/v1/health": _health("Overall health: PostgreSQL and Redis reachable"),
             "/api/v1/health/live": _health("The process is up"),
             "/api/v1/health/ready": _health("Ready to serve: PostgreSQL and Redis reachable"),

@@ -22,6 +22,7 @@ def _factories(
     ``engine`` is for the providers that keep channel state in the database (PUSH: devices and
     their results)."""
     from tasks.channels.email import SmtpEmailProvider
+    from tasks.channels.inapp import InAppProvider
     from tasks.channels.log import LogProvider, NoopProvider
     from tasks.channels.push import PushProvider
     from tasks.channels.sms import TwilioSmsProvider
@@ -33,6 +34,7 @@ def _factories(
             "noop": NoopProvider,
             "log": LogProvider,
         }[settings.email_provider],
+        Channel.IN_APP: lambda: InAppProvider(settings),
         Channel.PUSH: lambda: PushProvider(settings, _required(engine), push_senders(settings)),
         Channel.SMS: (
             (lambda: TwilioSmsProvider(settings))

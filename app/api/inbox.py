@@ -1,0 +1,117 @@
+"""``/api/v1/users/{userId}``: a user's in-app inbox, and tokens for the user's WebSocket."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from flask import Blueprint, Response, request
+
+from app import fanout, inbox, ws_tokens
+from app.api.params import json_response, validate
+from app.auth import require_api_key
+from app.db import transaction
+from app.errors import ApiError
+from app.schemas import (
+    FieldError,
+    InboxItemPath,
+    InboxItemView,
+    InboxPage,
+    InboxPath,
+    InboxQuery,
+    InboxReadResult,
+    WsToken,
+)
+from app.services import services
+
+blueprint = Blueprint("inbox", __name__)
+blueprint.before_request(require_api_key)
+
+WS_PATH = "/ws/notifications"
+
+
+@blueprint.get("/<user_id>/inbox")
+def list_items(user_id: str) -> Response:
+    user = _user(user_id)
+    query = validate(InboxQuery, dict(request.args), where="query string")
+    before = None
+    if query.cursor is not None:
+        try:
+            before = inbox.decode_cursor(query.cursor)
+        except ValueError:
+            raise ApiError.invalid(
+                [FieldError(field="cursor", rule="cursor", message="not a cursor from this API")],
+                where="query string",
+            ) from None
+    with transaction(services().engine) as conn:
+        found = inbox.page(conn, user, unread=query.unread, before=before, limit=query.limit)
+    return json_response(
+        InboxPage,
+        {"items": found.items, "nextCursor": found.next_cursor, "unreadCount": found.unread_count},
+    )
+
+
+@blueprint.post("/<user_id>/inbox/<item_id>/read")
+def read_item(user_id: str, item_id: str) -> Response:
+    user, item = _item(user_id, item_id)
+    with transaction(services().engine) as conn:
+        marked = inbox.mark_read(conn, user, [item])
+        found = inbox.get(conn, user, item)
+        unread = inbox.unread_count(conn, user)
+    if found is None:
+        raise ApiError(404, "not_found", "This user has no inbox item with this id.")
+    if marked:
+        fanout.publish(services().redis, user, fanout.read_event(marked, unread))
+    return json_response(InboxItemView, found)
+
+
+@blueprint.post("/<user_id>/inbox/read-all")
+def read_all(user_id: str) -> Response:
+    user = _user(user_id)
+    with transaction(services().engine) as conn:
+        marked = inbox.mark_all_read(conn, user)
+        unread = inbox.unread_count(conn, user)
+    if marked:
+        fanout.publish(services().redis, user, fanout.read_event(marked, unread))
+    return json_response(InboxReadResult, {"marked": len(marked), "unreadCount": unread})
+
+
+@blueprint.delete("/<user_id>/inbox/<item_id>")
+def delete_item(user_id: str, item_id: str) -> Response:
+    user, item = _item(user_id, item_id)
+    with transaction(services().engine) as conn:
+        deleted = inbox.delete(conn, user, item)
+        unread = inbox.unread_count(conn, user)
+    if not deleted:
+        raise ApiError(404, "not_found", "This user has no inbox item with this id.")
+    fanout.publish(services().redis, user, fanout.deleted_event([str(item)], unread))
+    return Response(status=204)
+
+
+@blueprint.post("/<user_id>/ws-token")
+def ws_token(user_id: str) -> Response:
+    user = _user(user_id)
+    settings = services().settings
+    if not settings.ws_token_secret:
+        raise ApiError(
+            503, "ws_tokens_disabled", "WebSocket tokens are not enabled (WS_TOKEN_SECRET)."
+        )
+    token = ws_tokens.issue(settings.ws_token_secret, user, settings.ws_token_ttl_seconds)
+    return json_response(
+        WsToken,
+        {
+            "token": token.value,
+            "expiresAt": datetime.fromtimestamp(token.expires_at, UTC),
+            "url": WS_PATH,
+        },
+        201,
+    )
+
+
+def _user(user_id: str) -> str:
+    return validate(InboxPath, {"user_id": user_id}, where="path").user_id
+
+
+def _item(user_id: str, item_id: str) -> tuple[str, uuid.UUID]:
+    path = validate(InboxItemPath, {"user_id": user_id, "item_id": item_id}, where="path")
+    return path.user_id, path.item_id

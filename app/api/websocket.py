@@ -1,0 +1,247 @@
+"""``/ws/notifications``: one user's inbox, live.
+
+Protocol (JSON text messages; also in the README):
+
+client → server
+  ``{"type": "auth", "token": "<ws-token>", "cursor": "<optional>"}``  first, within 10 s
+  ``{"type": "read", "ids": ["<item id>", ...]}``  mark items read
+  ``{"type": "read-all"}``  mark every item read
+  ``{"type": "ping"}``  answered with ``{"type": "pong"}``
+server → client
+  ``{"type": "item", "item": {...}, "unreadCount": n}``  an unread item (backlog or live)
+  ``{"type": "ready", "unreadCount": n, "cursor": "<position>"}``  backlog sent; live from now
+  ``{"type": "read", "ids": [...], "unreadCount": n}``  items were marked read (any tab, REST)
+  ``{"type": "deleted", "ids": [...], "unreadCount": n}``  items were deleted
+  ``{"type": "error", "code": "...", "message": "...", "fields": [...]}``  a message was refused
+
+Close codes: 4400 bad first message or cursor, 4401 invalid or expired token, 4408 no auth in
+time, 4429 client too slow to read its events, 1013 this process holds all the sockets it may,
+1011 Redis unavailable, 1001 server shutting down, 1008 no pong to the server's ping.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from flask import Blueprint
+from flask_sock import Sock
+from pydantic import BaseModel, Field, ValidationError
+from simple_websocket import ConnectionClosed, Server
+
+from app import fanout, inbox, ws_tokens
+from app.db import transaction
+from app.errors import ApiError
+from app.hub import HubUnavailable, Mailbox
+from app.schemas import FieldError
+from app.services import Services, services
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("websocket", __name__)
+sock = Sock()
+
+AUTH_TIMEOUT_SECONDS = 10.0
+MAX_MESSAGE_BYTES = 65536
+MAX_IDS = 100
+CLOSE_LINGER_SECONDS = 1.0
+
+
+class Closed(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class _Auth(BaseModel):
+    type: str
+    token: object = None
+    cursor: str | None = Field(default=None, max_length=200)
+
+
+class _Read(BaseModel, extra="forbid"):
+    type: str
+    ids: list[Any] = Field(min_length=1, max_length=MAX_IDS)
+
+
+class _ReaderThread(threading.Thread):
+    """simple-websocket's per-socket reader, as a daemon: a reader still waiting on a dead
+    client must not keep a stopping worker process alive."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, daemon=True, **kwargs)
+
+
+def server_options(ping_interval_seconds: float) -> dict[str, Any]:
+    """flask-sock's ``SOCK_SERVER_OPTIONS``: the server pings; a client that did not answer the
+    previous ping is closed (1008), which is how dead clients are dropped."""
+    return {
+        "ping_interval": ping_interval_seconds,
+        "max_message_size": MAX_MESSAGE_BYTES,
+        "thread_class": _ReaderThread,
+    }
+
+
+@sock.route("/ws/notifications", bp=blueprint)
+def notifications(ws: Server) -> None:
+    try:
+        _session(ws, services())
+    except Closed as closed:
+        ws.close(closed.code, closed.reason)
+    finally:
+        _linger(ws)
+
+
+def _session(ws: Server, found: Services) -> None:
+    user_id, after = _authenticate(ws, found)
+    try:
+        mailbox = found.hub.open(user_id)
+    except HubUnavailable:
+        raise Closed(1011, "live delivery unavailable; retry") from None
+    if mailbox is None:
+        raise Closed(1013, "server at capacity; retry")
+    try:
+        _serve(ws, found, mailbox, after)
+    finally:
+        found.hub.close(mailbox)
+
+
+def _linger(ws: Server) -> None:
+    """Give the client a moment to answer the close before gunicorn closes the socket: the
+    socket's reader thread then sees the end of the stream and exits, instead of waiting on a
+    closed descriptor until its next ping."""
+    if ws.connected:
+        try:
+            ws.close()
+        except ConnectionClosed:
+            pass
+    ws.thread.join(CLOSE_LINGER_SECONDS)
+
+
+def _authenticate(ws: Server, found: Services) -> tuple[str, int]:
+    raw = ws.receive(timeout=AUTH_TIMEOUT_SECONDS)
+    if raw is None:
+        raise Closed(4408, "no auth message in time")
+    try:
+        auth = _Auth.model_validate_json(raw)
+    except ValidationError:
+        raise Closed(4400, "first message must be {type: auth, token}") from None
+    if auth.type != "auth":
+        raise Closed(4400, "first message must be {type: auth, token}")
+    try:
+        user_id = ws_tokens.verify(found.settings.ws_token_secret, auth.token)
+    except ws_tokens.TokenError as refused:
+        raise Closed(4401, refused.reason) from None
+    after = 0
+    if auth.cursor:
+        try:
+            after = inbox.decode_cursor(auth.cursor)
+        except ValueError:
+            raise Closed(4400, "invalid cursor") from None
+    return user_id, after
+
+
+def _serve(ws: Server, found: Services, mailbox: Mailbox, after: int) -> None:
+    # The socket's reader thread (simple-websocket) and the hub's listener both set this one
+    # event, so this thread sleeps until there is something to read or something to send.
+    ws.event = mailbox.wake
+    last = _catch_up(ws, found, mailbox.user_id, after)
+    while True:
+        mailbox.wake.clear()
+        while (raw := ws.receive(timeout=0)) is not None:
+            _handle(ws, found, mailbox.user_id, raw)
+        if mailbox.closing is not None:
+            raise Closed(*mailbox.closing)
+        if mailbox.overflowed:
+            raise Closed(4429, "too slow to read events; reconnect with your cursor")
+        if mailbox.resync:
+            mailbox.resync = False
+            last = _catch_up(ws, found, mailbox.user_id, last)
+        for event in mailbox.take():
+            if event["type"] == "item":
+                position = inbox.decode_cursor(event["item"]["cursor"])
+                if position <= last:
+                    continue  # already sent with the backlog
+                last = position
+            ws.send(orjson.dumps(event).decode())
+        if not ws.connected:
+            return
+        mailbox.wake.wait(30)
+
+
+def _catch_up(ws: Server, found: Services, user_id: str, after: int) -> int:
+    """Send the unread items after position ``after``, then ``ready``; returns the last
+    position sent."""
+    with transaction(found.engine) as conn:
+        items = inbox.unread_after(conn, user_id, after)
+        unread = inbox.unread_count(conn, user_id)
+    last = after
+    for item in items:
+        ws.send(orjson.dumps(fanout.item_event(item, unread)).decode())
+        last = inbox.decode_cursor(item["cursor"])
+    ready: dict[str, Any] = {"type": "ready", "unreadCount": unread}
+    ready["cursor"] = inbox.encode_cursor(last) if last else None
+    ws.send(orjson.dumps(ready).decode())
+    return last
+
+
+def _handle(ws: Server, found: Services, user_id: str, raw: str | bytes) -> None:
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _error(ws, ApiError(400, "malformed_json", "The message is not valid JSON."))
+    kind = message.get("type") if isinstance(message, dict) else None
+    if kind == "ping":
+        ws.send('{"type":"pong"}')
+    elif kind == "read":
+        try:
+            ids = [_uuid(i) for i in _Read.model_validate(message).ids]
+        except ValidationError as exc:
+            return _error(ws, ApiError.from_validation(exc, "message"))
+        except ValueError:
+            return _error(ws, _invalid_ids())
+        _mark(found, user_id, lambda conn: inbox.mark_read(conn, user_id, ids))
+    elif kind == "read-all":
+        _mark(found, user_id, lambda conn: inbox.mark_all_read(conn, user_id))
+    else:
+        _error(ws, ApiError(422, "unknown_type", "type must be read, read-all or ping."))
+
+
+def _mark(found: Services, user_id: str, mark: Callable[[Any], list[str]]) -> None:
+    with transaction(found.engine) as conn:
+        marked = mark(conn)
+        unread = inbox.unread_count(conn, user_id)
+    if marked:
+        # Every tab of the user, this one included, learns it the same way.
+        fanout.publish(found.redis, user_id, fanout.read_event(marked, unread))
+
+
+def _uuid(raw: object) -> uuid.UUID:
+    if not isinstance(raw, str):
+        raise ValueError("not a uuid")
+    return uuid.UUID(raw)
+
+
+def _invalid_ids() -> ApiError:
+    return ApiError.invalid(
+        [FieldError(field="ids", rule="uuid", message="every id must be an inbox item id")],
+        "message",
+    )
+
+
+def _error(ws: Server, error: ApiError) -> None:
+    ws.send(
+        orjson.dumps(
+            {
+                "type": "error",
+                "code": error.code,
+                "message": error.message,
+                "fields": [f.model_dump() for f in error.fields],
+            }
+        ).decode()
+    )

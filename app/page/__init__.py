@@ -1,0 +1,30 @@
+"""``/inbox``: a small page that shows one user's in-app notifications arriving live.
+
+Plain HTML, CSS and JavaScript shipped in the package; no build step. The page asks for a user
+id and an API key (kept in the page's memory only), fetches the user's recent items and a
+WebSocket token with the key, and follows the socket. ``notification-service dev`` prints a
+link that fills both in through the URL fragment, which browsers never send to the server.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, send_from_directory
+
+blueprint = Blueprint("page", __name__, static_folder="static", static_url_path="/inbox/static")
+
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self';"
+        " img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+@blueprint.get("/inbox")
+def inbox_page() -> Response:
+    response = send_from_directory(blueprint.static_folder or "", "inbox.html")
+    response.headers.update(_SECURITY_HEADERS)
+    return response

@@ -1,0 +1,96 @@
+"""The /inbox page in headless Chromium: a notification appears live, and mark read works."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import BrowserContext, expect, sync_playwright
+
+from tests.inbox_client import call, in_app
+from tests.netutil import free_port
+from tests.processes import Processes
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's chromium; `make test` installs it when missing
+UNREAD = re.compile(r"\bunread\b")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[BrowserContext]:
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),  # a fresh --user-data-dir
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 900, "height": 640},
+        )
+        yield context
+        context.close()
+
+
+def test_inbox_page_shows_a_posted_notification_within_2s_and_mark_read_drops_the_count(
+    processes: Processes, api_key: str, browser: BrowserContext, tmp_path: Path
+) -> None:
+    port = free_port()
+    processes.relay()
+    processes.worker(queues="inapp")
+    processes.api(port, API_WORKERS="1")
+    api = f"http://127.0.0.1:{port}"
+    earlier = in_app("lena", "Your weekly report is ready.", subject="Weekly report", type="SYSTEM")
+    call("POST", f"{api}/api/v1/notifications", api_key, earlier)
+    page = browser.new_page()
+    page.on("console", lambda message: print(f"browser console: {message.text}"))
+
+    page.goto(f"{api}/inbox#user=lena&key={api_key}")
+    expect(page.locator("#status")).to_have_text("live", timeout=10_000)
+    expect(page.locator(".item")).to_have_count(1)
+    expect(page.locator("#unread-count")).to_have_text("1")
+    assert "key=" not in page.url, "the API key is removed from the address bar"
+
+    started = time.monotonic()
+    status, created = call(
+        "POST",
+        f"{api}/api/v1/notifications",
+        api_key,
+        in_app(
+            "lena",
+            "Order #1234 is on its way and arrives on Thursday.",
+            subject="Your order shipped",
+            data={"orderId": 1234, "carrier": "DHL"},
+        ),
+    )
+    assert status == 202, created
+    arrived = page.locator(".item", has_text="Order #1234 is on its way")
+    expect(arrived).to_be_visible(timeout=2_000)
+    elapsed = time.monotonic() - started
+    expect(page.locator("#unread-count")).to_have_text("2")
+    expect(page.locator(".item").first).to_contain_text("Your order shipped")
+    expect(arrived).to_have_class(UNREAD)
+    live_shot = tmp_path / "inbox-live.png"
+    page.screenshot(path=str(live_shot), full_page=True, animations="disabled")
+
+    arrived.locator(".mark-read").click()
+    expect(page.locator("#unread-count")).to_have_text("1", timeout=2_000)
+    expect(arrived).not_to_have_class(UNREAD)
+    read_shot = tmp_path / "inbox-after-mark-read.png"
+    page.screenshot(path=str(read_shot), full_page=True, animations="disabled")
+    print(f"\nscreenshots: {live_shot} {read_shot} (arrived {elapsed * 1000:.0f} ms after POST)")
+
+    _, inbox = call("GET", f"{api}/api/v1/users/lena/inbox", api_key)
+    assert inbox["unreadCount"] == 1
+    assert [i["readAt"] is not None for i in inbox["items"]] == [True, False]
+    assert elapsed < 2.0
