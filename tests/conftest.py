@@ -19,11 +19,15 @@ from app.settings import Settings
 from tests.processes import Processes
 from tests.standins.apns import ApnsStandIn, AuthKey, make_tls
 from tests.standins.fcm import FcmStandIn
+from tests.standins.sms import SmsGatewayStandIn
 from tests.standins.smtp import SmtpStandIn
+from tests.standins.webhook import WebhookReceiver
 
 TEST_DATABASE_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/notifications_test"
 )
+SMS_ACCOUNT_SID = "AC0123456789abcdef0123456789abcdef"
+SMS_AUTH_TOKEN = "sms-auth-token-for-tests"
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TABLES = (
     "inbox_item, audit_log, outbox_event, delivery_device, push_device, delivery, notification,"
@@ -88,6 +92,22 @@ def fcm(fcm_server: FcmStandIn) -> FcmStandIn:
     """The FCM stand-in with no plans and nothing received."""
     fcm_server.reset()
     return fcm_server
+
+
+@pytest.fixture(scope="session")
+def gateway() -> Iterator[SmsGatewayStandIn]:
+    server = SmsGatewayStandIn(SMS_ACCOUNT_SID, SMS_AUTH_TOKEN)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def receiver() -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver()
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

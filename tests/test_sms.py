@@ -4,7 +4,6 @@ Twilio-compatible gateway stand-in (API → PostgreSQL → relay → Redis → w
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -16,14 +15,14 @@ from app.settings import Settings
 from app.sms import Segments, sms_segments
 from tasks.channels.http import retry_after_seconds
 from tasks.channels.sms import redact_numbers
+from tests.conftest import SMS_ACCOUNT_SID as ACCOUNT_SID
+from tests.conftest import SMS_AUTH_TOKEN as AUTH_TOKEN
 from tests.netutil import free_port
 from tests.processes import Processes
 from tests.standins.sms import STALL, Reply, SmsGatewayStandIn
 from tests.test_api import field_rules, post, rows_written
 from tests.test_pipeline import audit_trail, wait_delivery
 
-ACCOUNT_SID = "AC0123456789abcdef0123456789abcdef"
-AUTH_TOKEN = "sms-auth-token-for-tests"
 SENDER = "+15005550006"
 PHONE = "+14155550123"
 SMS = {
@@ -111,14 +110,6 @@ def test_long_body_is_accepted_at_the_limit_and_when_sms_is_not_a_channel(
 
 
 # --- end to end -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def gateway() -> Iterator[SmsGatewayStandIn]:
-    server = SmsGatewayStandIn(ACCOUNT_SID, AUTH_TOKEN)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

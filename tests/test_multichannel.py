@@ -1,0 +1,100 @@
+"""One notification on four channels at once, each against its provider's stand-in."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import Engine
+
+from app.auth import IssuedKey, create_api_key
+from app.settings import Settings
+from tests.conftest import SMS_ACCOUNT_SID, SMS_AUTH_TOKEN
+from tests.processes import Processes, wait_for
+from tests.standins.fcm import FcmStandIn, live_fcm
+from tests.standins.sms import Reply, SmsGatewayStandIn
+from tests.standins.smtp import SmtpStandIn
+from tests.standins.webhook import WebhookReceiver
+from tests.test_api import post
+from tests.test_devices import register
+from tests.test_fcm import TOKEN
+from tests.test_sms import SENDER
+
+PHONE = "+14155550001"
+
+
+@pytest.fixture
+def settings(
+    settings: Settings, fcm: FcmStandIn, gateway: SmsGatewayStandIn, receiver: WebhookReceiver
+) -> Settings:
+    gateway.clear()
+    receiver.clear()
+    return replace(
+        live_fcm(settings, fcm),
+        sms_provider="twilio",
+        sms_api_base_url=gateway.url,
+        sms_account_sid=SMS_ACCOUNT_SID,
+        sms_auth_token=SMS_AUTH_TOKEN,
+        sms_from=SENDER,
+        webhook_provider="http",
+        webhook_allowed_networks="127.0.0.1/32",
+    )
+
+
+@pytest.fixture
+def issued(engine: Engine) -> IssuedKey:
+    return create_api_key(engine, "multichannel")
+
+
+@pytest.fixture
+def auth(issued: IssuedKey) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issued.key}"}
+
+
+def test_one_channel_failing_permanently_leaves_the_others_sent_and_says_so(
+    client: FlaskClient,
+    auth: dict[str, str],
+    processes: Processes,
+    smtp: SmtpStandIn,
+    fcm: FcmStandIn,
+    gateway: SmsGatewayStandIn,
+    receiver: WebhookReceiver,
+) -> None:
+    register(client, auth, "ana", TOKEN)
+    gateway.plan(PHONE, Reply(400, 21211))  # not a valid phone number: permanent
+    processes.relay()
+    processes.worker(queues="email,push,sms,webhook")
+
+    created = post(
+        client,
+        auth,
+        {
+            "channels": ["EMAIL", "PUSH", "SMS", "WEBHOOK"],
+            "subject": "Your order shipped",
+            "body": "It is on its way.",
+            "recipientEmail": "ana@example.com",
+            "userId": "ana",
+            "recipientPhone": PHONE,
+            "webhookUrl": f"{receiver.url}/orders",
+        },
+    ).get_json()
+
+    def finished() -> dict | None:
+        body = client.get(f"/api/v1/notifications/{created['id']}", headers=auth).get_json()
+        return body if body["status"] not in ("PENDING", "PROCESSING") else None
+
+    notification = wait_for(finished, timeout=40, what="every channel finished")
+    statuses = {d["channel"]: (d["status"], d["errorCode"]) for d in notification["deliveries"]}  # type: ignore[index]
+
+    assert notification["status"] == "PARTIALLY_SENT"  # type: ignore[index]
+    assert statuses == {
+        "EMAIL": ("SENT", None),
+        "PUSH": ("SENT", None),
+        "SMS": ("FAILED", "sms_21211"),
+        "WEBHOOK": ("SENT", None),
+    }
+    assert len(smtp.to("ana@example.com")) == 1
+    assert [r.body["message"]["token"] for r in fcm.received] == [TOKEN]
+    assert gateway.attempts[PHONE] == 1
+    assert len(receiver.to("/orders")) == 1
