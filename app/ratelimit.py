@@ -1,14 +1,20 @@
 """Per-API-key rate limit: a token bucket in Redis, shared by every API process.
 
 The bucket refills at ``RATE_LIMIT_PER_SECOND`` up to ``RATE_LIMIT_BURST``; a request takes one
-token or is refused with 429 and the seconds until one is back. If Redis cannot be reached the
-request is let through: an outage of the limiter must not become an outage of the API.
+token or is refused with 429 and the seconds until one is back. Each API process takes tokens
+from Redis in small leases (up to a twentieth of the burst, at most 50, kept for a second), so
+Redis is asked about once per lease instead of once per request; a lease unused within its
+second is dropped, so a key never exceeds its rate by more than one lease per process. If Redis
+cannot be reached the request is let through: an outage of the limiter must not become an
+outage of the API.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
+import time
 import uuid
 
 import redis
@@ -22,21 +28,22 @@ log = logging.getLogger(__name__)
 _TAKE = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
 local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens = tonumber(bucket[1]) or burst
 local at = tonumber(bucket[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
-local allowed = 0
-if tokens >= 1 then
-    tokens = tokens - 1
-    allowed = 1
-end
+local granted = math.min(want, math.floor(tokens))
+tokens = tokens - granted
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
-return {allowed, tostring(tokens)}
+return {granted, tostring(tokens)}
 """
+
+
+LEASE_SECONDS = 1.0
 
 
 class RateLimiter:
@@ -44,19 +51,29 @@ class RateLimiter:
         self._take = client.register_script(_TAKE)
         self.per_second = per_second
         self.burst = burst
+        self.lease_size = max(1, min(50, burst // 20))
+        self._leases: dict[uuid.UUID, tuple[int, float]] = {}
+        self._lock = threading.Lock()
 
     def check(self, key_id: uuid.UUID) -> None:
         """Take a token for this key, or raise a 429 saying when to come back."""
         if self.per_second <= 0:
             return
+        with self._lock:
+            left, until = self._leases.get(key_id, (0, 0.0))
+            if left > 0 and until > time.monotonic():
+                self._leases[key_id] = (left - 1, until)
+                return
         try:
-            allowed, tokens = self._take(
-                keys=[f"ratelimit:{key_id}"], args=[self.per_second, self.burst]
+            granted, tokens = self._take(
+                keys=[f"ratelimit:{key_id}"], args=[self.per_second, self.burst, self.lease_size]
             )
         except redis.RedisError as exc:
             log.warning("rate limiter unavailable (%s); request let through", type(exc).__name__)
             return
-        if int(allowed) == 1:
+        if int(granted) >= 1:
+            with self._lock:
+                self._leases[key_id] = (int(granted) - 1, time.monotonic() + LEASE_SECONDS)
             return
         wait = max(1, math.ceil((1 - float(tokens)) / self.per_second))
         raise ApiError(

@@ -175,7 +175,11 @@ class Settings:
         "RELAY_POLL_INTERVAL_MS", 5000, "Relay poll interval when no wake-up signal arrives."
     )
     relay_task_chunk: int = _setting(
-        "RELAY_TASK_CHUNK", 1, "Deliveries of one channel and priority per Celery task."
+        "RELAY_TASK_CHUNK",
+        10,
+        "Deliveries of one channel and priority per Celery task. Chunks form only from rows"
+        " claimed together (under load); larger chunks cut per-task overhead, but a provider"
+        " sends one chunk's messages in turn.",
     )
     sweeper_lease_seconds: int = _setting(
         "SWEEPER_LEASE_SECONDS",

@@ -76,7 +76,7 @@ def broker() -> redis.Redis:
 def reset(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(
-            text("TRUNCATE audit_log, outbox_event, delivery, notification RESTART IDENTITY")
+            text("TRUNCATE audit_log, outbox_event, delivery, notification RESTART IDENTITY CASCADE")
         )
     broker().flushdb()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:

@@ -125,7 +125,7 @@ def test_queue_depth_adds_up_every_priority_list_and_outbox_lag_ages(
 
     insert_backlog(engine, 2, priority=Priority.HIGH, prefix="h")
     insert_backlog(engine, 3, priority=Priority.LOW, prefix="l")
-    relay = processes.relay()
+    relay = processes.relay(RELAY_TASK_CHUNK="1")  # one message per delivery, to count them
     wait_for(lambda: status_counts(engine) == {"QUEUED": 5}, what="dispatch")
     relay.stop()
     with engine.begin() as conn:

@@ -63,7 +63,7 @@ def test_relay_killed_mid_batch_loses_nothing_and_sends_nothing_twice(
     processes: Processes, engine: Engine, redis_client: redis.Redis, smtp: SmtpStandIn
 ) -> None:
     insert_backlog(engine, 2000, prefix="killed")
-    doomed = processes.relay(RELAY_BATCH_SIZE="2000")
+    doomed = processes.relay(RELAY_BATCH_SIZE="2000", RELAY_TASK_CHUNK="1")
     wait_for(lambda: queue_length(redis_client) >= 50, what="publishing to begin")
 
     doomed.kill()
@@ -73,7 +73,7 @@ def test_relay_killed_mid_batch_loses_nothing_and_sends_nothing_twice(
     assert outbox_counts(engine) == {"PENDING": 2000}  # the uncommitted claim rolled back
     assert status_counts(engine) == {"PENDING": 2000}
 
-    processes.relay(RELAY_BATCH_SIZE="2000")
+    processes.relay(RELAY_BATCH_SIZE="2000", RELAY_TASK_CHUNK="1")
     processes.worker(WORKER_CONCURRENCY="8")
     wait_for(lambda: status_counts(engine) == {"SENT": 2000}, timeout=90, what="all sent")
 
