@@ -64,7 +64,8 @@ def test_every_process_exports_metrics_that_move_by_the_right_amounts_and_logs_c
         settings_env(processes.settings, API_WORKERS="2", API_THREADS="2"),
         ready="Booting worker",
     )
-    relay = processes.relay(RELAY_METRICS_PORT=str(relay_port))
+    # One task per delivery, so provider calls can be counted exactly.
+    relay = processes.relay(RELAY_METRICS_PORT=str(relay_port), RELAY_TASK_CHUNK="1")
     worker = processes.worker(WORKER_METRICS_PORT=str(worker_port))
     base = f"http://127.0.0.1:{api_port}/api/v1/notifications"
     wait_for(lambda: _answers(f"http://127.0.0.1:{api_port}/api/v1/health/live"), what="API up")
