@@ -242,6 +242,20 @@ def run(quick: bool) -> tuple[list[Row], list[str]]:
     return rows, notes
 
 
+BEGIN, END = "<!-- pipeline:begin -->", "<!-- pipeline:end -->"
+
+
+def replace_section(document: str, section: str) -> str:
+    """RESULTS.md with this benchmark's section replaced; other benchmarks' sections are kept."""
+    if BEGIN in document and END in document:
+        head, _, rest = document.partition(BEGIN)
+        _, _, tail = rest.partition(END + "\n")
+        return head + section + tail
+    title = "# Benchmark results\n\n"
+    body = document[len(title) :] if document.startswith(title) else document
+    return title + section + "\n" + body
+
+
 def table(rows: list[Row]) -> str:
     lines = [
         "| figure | ours | floor | floor value | ratio | target | met |",
@@ -269,14 +283,15 @@ def main() -> None:
         print(f"- {note}")
     if args.quick:
         return
-    RESULTS.write_text(
-        "# Benchmark results\n\n"
+    section = (
+        f"{BEGIN}\n## The pipeline against its floors\n\n"
         "Written by `make bench` (`python -m bench`); every figure is measured in the same run "
         "as its floor, on the same machine. Medians of 3 where the stage is short.\n\n"
         f"**Run:** {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {elapsed / 60:.1f} minutes.  \n"
         f"**Machine:** {described}.\n\n"
-        f"{body}\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+        f"{body}\n\n" + "\n".join(f"- {n}" for n in notes) + f"\n{END}\n"
     )
+    RESULTS.write_text(replace_section(RESULTS.read_text() if RESULTS.exists() else "", section))
     print(f"\nwritten to {RESULTS}")
 
 

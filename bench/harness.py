@@ -76,7 +76,9 @@ def broker() -> redis.Redis:
 def reset(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(
-            text("TRUNCATE audit_log, outbox_event, delivery, notification RESTART IDENTITY CASCADE")
+            text(
+                "TRUNCATE audit_log, outbox_event, delivery, notification RESTART IDENTITY CASCADE"
+            )
         )
     broker().flushdb()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
