@@ -96,7 +96,7 @@ def test_every_process_exports_metrics_that_move_by_the_right_amounts_and_logs_c
     assert value(worker_samples, "provider_call_duration_seconds_count", channel="EMAIL") == 4
 
     # JSON logs: one notification's id and request id appear in the API's, the relay's and
-    # the worker's lines; no recipient address appears anywhere.
+    # the worker's lines; no recipient address and no API key appears anywhere.
     first = created[0]["id"]
     by_process = {p.name: json_lines(p.log()) for p in (api, relay, worker)}
     request_ids = set()
@@ -109,6 +109,7 @@ def test_every_process_exports_metrics_that_move_by_the_right_amounts_and_logs_c
     assert any(line.get("delivery_id") == delivery_id for line in by_process["worker-email"])
     for process in (api, relay, worker):
         assert "@example.com" not in process.log()
+        assert api_key not in process.log()
 
 
 def _answers(url: str) -> bool:
