@@ -46,8 +46,14 @@ class Process:
         self.name = name
         self.log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("wb")
+        # Its own process group, so kill() takes gunicorn's workers down with their master.
         self.popen = subprocess.Popen(
-            argv, env=dict(env), cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT
+            argv,
+            env=dict(env),
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def log(self) -> str:
@@ -62,8 +68,11 @@ class Process:
         wait_for(seen, timeout, 0.1, f"{needle!r} in the {self.name} log")
 
     def kill(self) -> None:
-        """SIGKILL: no cleanup, no graceful shutdown, as when a machine dies."""
-        self.popen.send_signal(signal.SIGKILL)
+        """SIGKILL to the process and its children: no cleanup, as when a machine dies."""
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.popen.wait(10)
 
     def stop(self, timeout: float = 20.0) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import random
 import threading
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ class SmtpStandIn:
         self.rcpt_attempts: Counter[str] = Counter()
         self._plans: dict[str, deque[int]] = {}
         self._lock = threading.Lock()
+        self.failure_rate = 0.0
+        self.stall_seconds: float = STALL_SECONDS
+        self._rng = random.Random()
         self.port = free_port()
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
 
@@ -59,6 +63,12 @@ class SmtpStandIn:
         """Answer the next RCPT TO for ``recipient`` with these codes in turn, then 250."""
         with self._lock:
             self._plans[recipient.lower()] = deque(codes)
+
+    def fail_randomly(self, rate: float, seed: int, stall_seconds: float) -> None:
+        """Answer a share of RCPT TOs with 451 or silence (half each), like a flaky provider."""
+        with self._lock:
+            self.failure_rate, self.stall_seconds = rate, stall_seconds
+            self._rng = random.Random(seed)
 
     def to(self, recipient: str) -> list[Received]:
         with self._lock:
@@ -75,8 +85,10 @@ class SmtpStandIn:
             self.rcpt_attempts[address] += 1
             plan = self._plans.get(address.lower())
             code = plan.popleft() if plan else 250
+            if not plan and self.failure_rate and self._rng.random() < self.failure_rate:
+                code = self._rng.choice((451, STALL))
         if code == STALL:
-            await asyncio.sleep(STALL_SECONDS)
+            await asyncio.sleep(self.stall_seconds)
             return _REPLIES[451]
         if code != 250:
             return _REPLIES[code]
