@@ -89,7 +89,8 @@ def test_apns_worker_multiplexes_concurrent_pushes_over_one_connection_with_one_
     processes.worker("push", WORKER_CONCURRENCY="6")
     ids = [push(client, auth, userId=f"user{i}")["id"] for i in range(len(tokens))]
 
-    processes.relay()  # started after all six are committed: they are dispatched together
+    # Started after all six are committed; one task each, so six tasks share the connection.
+    processes.relay(RELAY_TASK_CHUNK="1")
     for notification_id in ids:
         wait_push(client, auth, notification_id, "SENT")
 
