@@ -34,6 +34,10 @@ MAILBOX_LIMIT = 1000
 SUBSCRIBE_TIMEOUT_SECONDS = 5.0
 
 
+class UserAtLimit(Exception):
+    """The user already has as many sockets on this process as one user may."""
+
+
 class HubUnavailable(Exception):
     """Redis did not confirm the subscription in time."""
 
@@ -70,8 +74,9 @@ class Mailbox:
 
 
 class Hub:
-    def __init__(self, redis_url: str, max_connections: int) -> None:
+    def __init__(self, redis_url: str, max_connections: int, max_per_user: int = 10) -> None:
         self.max_connections = max_connections
+        self.max_per_user = max_per_user
         # Errors surface at once (no silent internal retry), so the listener always knows that
         # it reconnected and that its sockets must catch up from the database.
         self._client = redis.Redis.from_url(
@@ -105,6 +110,8 @@ class Hub:
         with self._lock:
             if self._count >= self.max_connections or self._stopping:
                 return None
+            if len(self._by_user.get(user_id, ())) >= self.max_per_user:
+                raise UserAtLimit(user_id)
             self._count += 1
             self._by_user.setdefault(user_id, set()).add(mailbox)
             subscribed = self._subscribed.setdefault(channel, threading.Event())

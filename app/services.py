@@ -53,7 +53,11 @@ class Services:
             rate_limiter=RateLimiter(
                 broker, settings.rate_limit_per_second, settings.rate_limit_burst
             ),
-            hub=Hub(settings.redis_url, settings.ws_max_connections),
+            hub=Hub(
+                settings.redis_url,
+                settings.ws_max_connections,
+                settings.ws_max_connections_per_user,
+            ),
         )
 
 

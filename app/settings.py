@@ -251,6 +251,11 @@ class Settings:
         1000,
         "WebSockets per API worker process, each holding a gthread thread; past it → close 1013.",
     )
+    ws_max_connections_per_user: int = _setting(
+        "WS_MAX_CONNECTIONS_PER_USER",
+        10,
+        "Sockets one user may hold on one API process (tabs); more are closed with 4409.",
+    )
     ws_ping_interval_seconds: float = _setting(
         "WS_PING_INTERVAL_SECONDS",
         25.0,

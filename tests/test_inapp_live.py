@@ -302,6 +302,22 @@ def test_sockets_past_ws_max_connections_are_refused_with_1013_and_http_still_an
     assert first.next() == {"type": "pong"}
 
 
+def test_a_user_past_ws_max_connections_per_user_is_refused_with_4409_others_are_not(
+    processes: Processes, api_key: str
+) -> None:
+    (api,) = start(processes, WS_MAX_CONNECTIONS_PER_USER="2")
+    tabs = [Tab.open(api, api_key, "many") for _ in range(2)]
+    _, token = call("POST", f"{api}/api/v1/users/many/ws-token", api_key)
+
+    refused = Tab(api, token["token"]).closed_with()
+    other = Tab.open(api, api_key, "someone-else")
+
+    assert refused == (4409, "too many open sockets for this user")
+    for tab in (*tabs, other):
+        tab.ws.send('{"type": "ping"}')
+        assert tab.next() == {"type": "pong"}
+
+
 def test_stopping_an_api_process_closes_its_sockets_with_1001_at_once(
     processes: Processes, api_key: str
 ) -> None:

@@ -15,7 +15,8 @@ server → client
   ``{"type": "error", "code": "...", "message": "...", "fields": [...]}``  a message was refused
 
 Close codes: 4400 bad first message or cursor, 4401 invalid or expired token, 4408 no auth in
-time, 4429 client too slow to read its events, 1013 this process holds all the sockets it may,
+time, 4409 the user already has WS_MAX_CONNECTIONS_PER_USER sockets on this process, 4429 client
+too slow to read its events, 1013 this process holds all the sockets it may,
 1011 Redis unavailable, 1001 server shutting down, 1008 no pong to the server's ping.
 """
 
@@ -36,7 +37,7 @@ from simple_websocket import ConnectionClosed, Server
 from app import fanout, inbox, ws_tokens
 from app.db import transaction
 from app.errors import ApiError
-from app.hub import HubUnavailable, Mailbox
+from app.hub import HubUnavailable, Mailbox, UserAtLimit
 from app.schemas import FieldError
 from app.services import Services, services
 
@@ -103,6 +104,8 @@ def _session(ws: Server, found: Services) -> None:
         mailbox = found.hub.open(user_id)
     except HubUnavailable:
         raise Closed(1011, "live delivery unavailable; retry") from None
+    except UserAtLimit:
+        raise Closed(4409, "too many open sockets for this user") from None
     if mailbox is None:
         raise Closed(1013, "server at capacity; retry")
     try:
