@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -52,9 +53,16 @@ class ApiError(Exception):
 
 
 def _location(loc: Sequence[Any]) -> str:
+    """``channels[0]``, ``data.x``; a key that is not a plain name is quoted (``[""]``), so even
+    an unknown field named with an empty string or dots is named unambiguously."""
     path = ""
     for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif not str(part).isidentifier():
+            path += f"[{json.dumps(str(part))}]"
+        else:
+            path += f".{part}" if path else str(part)
     return path
 
 

@@ -343,6 +343,15 @@ class Settings:
         )
         return f"Settings({', '.join(shown)})"
 
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that make a child process build these same settings."""
+        return {
+            f.metadata["env"]: str(v).lower()
+            if isinstance(v := getattr(self, f.name), bool)
+            else str(v)
+            for f in fields(self)
+        }
+
     @staticmethod
     def documented() -> list[tuple[str, str, str]]:
         """(variable, default, meaning) for every setting: the README's configuration table."""

@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import redis
@@ -50,12 +50,7 @@ def settings(**overrides: object) -> Settings:
 
 
 def env_for(s: Settings, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    for f in fields(s):
-        v = getattr(s, f.name)
-        env[f.metadata["env"]] = str(v).lower() if isinstance(v, bool) else str(v)
-    env.update(extra)
-    return env
+    return {**os.environ, **s.to_env(), **extra}
 
 
 def fresh_database() -> Engine:

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import fields
 from pathlib import Path
 
 from app.settings import Settings
@@ -19,12 +18,7 @@ BIN = Path(sys.executable).parent
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment that makes a child process build exactly these settings."""
-    env = dict(os.environ)
-    for f in fields(settings):
-        value = getattr(settings, f.name)
-        env[f.metadata["env"]] = str(value).lower() if isinstance(value, bool) else str(value)
-    env.update(extra)
-    return env
+    return {**os.environ, **settings.to_env(), **extra}
 
 
 def wait_for(

@@ -38,7 +38,8 @@ import jwt
 from app.domain import Priority
 from app.settings import Settings
 from tasks.channels.base import InvalidRecipient, Message, Outcome, Permanent, Retryable, Sent
-from tasks.channels.push import Device, retry_after_seconds
+from tasks.channels.http import retry_after_seconds
+from tasks.channels.push import Device
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,7 @@ class ApnsSender:
                 token.expired(jwt_token)
             return Retryable(code, text)
         if status == 429 or status >= 500:
-            return Retryable(code, text, retry_after_seconds(response.headers))
+            return Retryable(code, text, retry_after_seconds(response.headers.get("Retry-After")))
         return Permanent(code, text)
 
 

@@ -40,7 +40,8 @@ from requests.adapters import HTTPAdapter
 from app.domain import Priority
 from app.settings import Settings
 from tasks.channels.base import InvalidRecipient, Message, Outcome, Permanent, Retryable, Sent
-from tasks.channels.push import Device, retry_after_seconds
+from tasks.channels.http import retry_after_seconds
+from tasks.channels.push import Device
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,9 @@ def classify(response: requests.Response, device: Device) -> Outcome:
     if code == "UNREGISTERED" or (code == "INVALID_ARGUMENT" and _about_token(error)):
         return InvalidRecipient(f"fcm:{code}", reason)
     if status == 429 or status >= 500:
-        return Retryable(f"fcm:{code}", reason, retry_after_seconds(response.headers))
+        return Retryable(
+            f"fcm:{code}", reason, retry_after_seconds(response.headers.get("Retry-After"))
+        )
     if status == 401:
         return Retryable(f"fcm:{code}", reason)
     return Permanent(f"fcm:{code}", reason)

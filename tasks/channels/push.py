@@ -21,8 +21,6 @@ import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, text
@@ -317,23 +315,6 @@ def _summarise(message: Message, rows: Sequence[Any], results: Sequence[DeviceRe
     _, code, error, _ = next(iter(latest.values()))
     assert all(s is DeviceDeliveryStatus.INVALID for s in statuses)
     return InvalidRecipient(code or "push_invalid", f"every device token is invalid; {error}")
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """A ``Retry-After`` header (seconds or an HTTP date) as seconds from now, if there is one."""
-    raw = headers.get("Retry-After") or headers.get("retry-after")
-    if not raw:
-        return None
-    raw = raw.strip()
-    if raw.isdigit():
-        return float(raw)
-    try:
-        when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 class LogPushSender:
