@@ -15,6 +15,7 @@ from sqlalchemy import Engine, text
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
 
 from app import ws_tokens
+from app.api.websocket import MAX_MESSAGE_BYTES
 from app.hub import CLIENT_NAME
 from app.settings import Settings
 from tasks.channels import build_providers
@@ -316,6 +317,20 @@ def test_a_user_past_ws_max_connections_per_user_is_refused_with_4409_others_are
     for tab in (*tabs, other):
         tab.ws.send('{"type": "ping"}')
         assert tab.next() == {"type": "pong"}
+
+
+def test_a_message_over_the_size_limit_closes_that_socket_with_1009(
+    processes: Processes, api_key: str
+) -> None:
+    (api,) = start(processes)
+    tab = Tab.open(api, api_key, "big")
+
+    tab.ws.send(json.dumps({"type": "read", "ids": ["x" * (MAX_MESSAGE_BYTES + 1)]}))
+
+    assert tab.closed_with()[0] == 1009
+    again = Tab.open(api, api_key, "big")  # the user may reconnect
+    again.ws.send('{"type": "ping"}')
+    assert again.next() == {"type": "pong"}
 
 
 def test_stopping_an_api_process_closes_its_sockets_with_1001_at_once(
