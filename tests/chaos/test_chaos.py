@@ -1,9 +1,10 @@
 """Chaos: a steady load through the API while relays, workers and the API are SIGKILLed, Redis
-is flushed and restarted, PostgreSQL is restarted, and the SMTP provider fails 30 % of calls.
+is flushed and restarted, PostgreSQL is restarted, and the SMTP server and the webhook receiver
+each fail 30 % of calls (4xx/5xx answers or silence past the client's timeout).
 
 Then, once everything is quiet, every notification the API answered 2xx must be in the
 database with every delivery finished (SENT, FAILED with a reason, EXPIRED or CANCELLED), and
-the SMTP server must have received every SENT delivery; it may have received one twice only in
+the provider stand-ins must have received every SENT delivery; one may arrive twice only in
 the documented window (a worker killed after the server accepted and before the database
 recorded it), and the suite reports how often that happened. Seeded: CHAOS_SEED reproduces a run.
 """
@@ -31,6 +32,7 @@ from tests.chaos.services import PrivatePostgres, PrivateRedis
 from tests.netutil import free_port
 from tests.processes import BIN, Process, Processes, settings_env
 from tests.standins.smtp import SmtpStandIn
+from tests.standins.webhook import WebhookReceiver
 
 LOAD_SECONDS = 30
 RATE_PER_SECOND = 15
@@ -38,14 +40,23 @@ WORKER_CONCURRENCY = 4
 TERMINAL = {"SENT", "FAILED", "EXPIRED", "CANCELLED"}
 
 
+@dataclass(frozen=True)
+class Chaos:
+    settings: Settings
+    postgres: PrivatePostgres
+    broker: PrivateRedis
+    smtp: SmtpStandIn
+    receiver: WebhookReceiver
+
+
 @pytest.fixture
-def chaos(
-    base_settings: Settings, tmp_path: Path
-) -> Iterator[tuple[Settings, PrivatePostgres, PrivateRedis, SmtpStandIn]]:
+def chaos(base_settings: Settings, tmp_path: Path) -> Iterator[Chaos]:
     postgres, broker = PrivatePostgres(), PrivateRedis(tmp_path)
     postgres.start()
     broker.start()
     smtp = SmtpStandIn().start()
+    receiver = WebhookReceiver()
+    receiver.start()
     settings = replace(
         base_settings,
         database_url=postgres.url,
@@ -53,6 +64,10 @@ def chaos(
         email_provider="smtp",
         smtp_port=smtp.port,
         smtp_timeout_seconds=1.5,
+        webhook_provider="http",
+        webhook_allowed_networks="127.0.0.1/32",
+        webhook_connect_timeout_seconds=1.0,
+        webhook_read_timeout_seconds=1.5,
         delivery_max_attempts=8,
         retry_backoff_base_seconds=0.2,
         retry_backoff_max_seconds=2.0,
@@ -66,8 +81,9 @@ def chaos(
     )
     migrate(settings.database_url)
     try:
-        yield settings, postgres, broker, smtp
+        yield Chaos(settings, postgres, broker, smtp, receiver)
     finally:
+        receiver.stop()
         smtp.stop()
         broker.stop()
         postgres.stop()
@@ -81,6 +97,7 @@ class Load:
     port: int
     key: str
     total: int
+    webhook_url: str
     accepted: dict[int, str] = field(default_factory=dict)
     refused: Counter[int] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -111,7 +128,8 @@ class Load:
             "recipientEmail": f"chaos{index}@example.com",
             "subject": f"chaos {index}",
             "body": "steady load",
-            "channels": ["EMAIL"],
+            "webhookUrl": self.webhook_url,
+            "channels": ["EMAIL", "WEBHOOK"],
         }
         headers = {
             "Authorization": f"Bearer {self.key}",
@@ -136,12 +154,13 @@ class Load:
 
 
 def test_chaos_under_load_loses_nothing_and_sends_twice_only_in_the_documented_window(
-    chaos: tuple[Settings, PrivatePostgres, PrivateRedis, SmtpStandIn], tmp_path: Path
+    chaos: Chaos, tmp_path: Path
 ) -> None:
-    settings, postgres, broker, smtp = chaos
+    settings, postgres, broker, smtp = chaos.settings, chaos.postgres, chaos.broker, chaos.smtp
     seed = int(os.environ.get("CHAOS_SEED", time.time_ns() % 1_000_000))
     rng = random.Random(seed)
     smtp.fail_randomly(0.3, seed, stall_seconds=3.0)
+    chaos.receiver.fail_randomly(0.3, seed)
     engine = make_engine(settings, pool_size=2)
     key = create_api_key(engine, "chaos").key
     processes = Processes(settings, tmp_path)
@@ -155,8 +174,11 @@ def test_chaos_under_load_loses_nothing_and_sends_twice_only_in_the_documented_w
             ready="Booting worker",
         )
 
-    running = {"api": start_api(), "relay": processes.relay(), "worker": processes.worker()}
-    restart = {"api": start_api, "relay": processes.relay, "worker": processes.worker}
+    def start_worker() -> Process:
+        return processes.worker("email,webhook")
+
+    running = {"api": start_api(), "relay": processes.relay(), "worker": start_worker()}
+    restart = {"api": start_api, "relay": processes.relay, "worker": start_worker}
     faults: Counter[str] = Counter()
 
     def inject() -> None:
@@ -177,7 +199,7 @@ def test_chaos_under_load_loses_nothing_and_sends_twice_only_in_the_documented_w
                 postgres.restart()
             faults[fault] += 1
 
-    load = Load(port, key, LOAD_SECONDS * RATE_PER_SECOND)
+    load = Load(port, key, LOAD_SECONDS * RATE_PER_SECOND, f"{chaos.receiver.url}/chaos")
     injector = threading.Thread(target=inject)
     try:
         injector.start()
@@ -186,7 +208,7 @@ def test_chaos_under_load_loses_nothing_and_sends_twice_only_in_the_documented_w
         deadline = time.monotonic() + 180
         while not _all_finished(engine) and time.monotonic() < deadline:
             time.sleep(1)
-        summary = _summary(engine, load, smtp, faults, seed)
+        summary = _summary(engine, load, _received(smtp, chaos.receiver, engine), faults, seed)
     finally:
         processes.stop_all()
         engine.dispose()
@@ -212,8 +234,26 @@ def _all_finished(engine: Engine) -> bool:
         return False
 
 
+def _received(smtp: SmtpStandIn, receiver: WebhookReceiver, engine: Engine) -> Counter[str]:
+    """How often each delivery reached its provider: emails by Message-ID (the delivery id),
+    webhooks answered 200 by X-Notification-Id (one WEBHOOK delivery per notification)."""
+    received = Counter(
+        r.message["Message-ID"].strip("<>").split("@")[0] for r in list(smtp.received)
+    )
+    with engine.connect() as conn:
+        webhook_of = {
+            str(n): str(d)
+            for n, d in conn.execute(
+                text("SELECT notification_id, id FROM delivery WHERE channel = 'WEBHOOK'")
+            )
+        }
+    for notification_id, count in receiver.delivered.items():
+        received[webhook_of.get(notification_id, notification_id)] += count
+    return received
+
+
 def _summary(
-    engine: Engine, load: Load, smtp: SmtpStandIn, faults: Counter[str], seed: int
+    engine: Engine, load: Load, received: Counter[str], faults: Counter[str], seed: int
 ) -> dict[str, object]:
     with engine.connect() as conn:
         rows = conn.execute(
@@ -223,9 +263,6 @@ def _summary(
             )
         ).all()
     by_notification = {str(r.notification_id): r for r in rows}
-    received = Counter(
-        r.message["Message-ID"].strip("<>").split("@")[0] for r in list(smtp.received)
-    )
     missing = [i for i in load.accepted.values() if i not in by_notification]
     unfinished = [r for r in rows if r.status not in TERMINAL]
     sent_never_received = [

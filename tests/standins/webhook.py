@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import random
 import ssl
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 
 from tests.standins.httpserver import HttpStandIn, QuietHandler
@@ -88,6 +89,15 @@ class WebhookReceiver(HttpStandIn):
         self.secret: str | None = None
         self.requests: list[WebhookRequest] = []
         self._plans: dict[str, deque[Reply]] = {}
+        # X-Notification-Id of each request answered 200 at once (not after a stall).
+        self.delivered: Counter[str] = Counter()
+        self._failure_rate = 0.0
+        self._rng = random.Random()
+
+    def fail_randomly(self, rate: float, seed: int) -> None:
+        """Answer a share of requests with 503 or silence (half each), like a flaky receiver."""
+        with self.lock:
+            self._failure_rate, self._rng = rate, random.Random(seed)
 
     def plan(self, path: str, *replies: Reply | int) -> None:
         """Answer the next requests to ``path`` with these replies in turn, then 200."""
@@ -99,6 +109,8 @@ class WebhookReceiver(HttpStandIn):
             self.secret = None
             self.requests.clear()
             self._plans.clear()
+            self.delivered.clear()
+            self._failure_rate = 0.0
 
     def to(self, path: str) -> list[WebhookRequest]:
         with self.lock:
@@ -108,4 +120,12 @@ class WebhookReceiver(HttpStandIn):
         with self.lock:
             self.requests.append(request)
             plan = self._plans.get(request.path)
-            return plan.popleft() if plan else Reply(200)
+            if plan:
+                reply = plan.popleft()
+            elif self._failure_rate and self._rng.random() < self._failure_rate:
+                reply = self._rng.choice((Reply(503), STALL))
+            else:
+                reply = Reply(200)
+            if reply.status == 200 and request.signature_valid is not False:
+                self.delivered[request.headers.get("x-notification-id", "")] += 1
+            return reply
