@@ -12,11 +12,13 @@ from typing import Any
 import redis
 import wsproto
 from sqlalchemy import Engine, text
+from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
 
 from app import ws_tokens
 from app.api.websocket import MAX_MESSAGE_BYTES
-from app.hub import CLIENT_NAME
+from app.fanout import deleted_event, user_channel
+from app.hub import CLIENT_NAME, MAILBOX_LIMIT
 from app.settings import Settings
 from tasks.channels import build_providers
 from tasks.deliver import WorkerContext, deliver_ids
@@ -331,6 +333,45 @@ def test_a_message_over_the_size_limit_closes_that_socket_with_1009(
     again = Tab.open(api, api_key, "big")  # the user may reconnect
     again.ws.send('{"type": "ping"}')
     assert again.next() == {"type": "pong"}
+
+
+def test_a_client_too_slow_to_read_its_events_is_closed_with_4429(
+    processes: Processes, api_key: str, redis_client: Any
+) -> None:
+    (api,) = start(processes)
+    _, token = call("POST", f"{api}/api/v1/users/slow/ws-token", api_key)
+    host, port = api.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    ws = WSConnection(ConnectionType.CLIENT)
+    sock.sendall(ws.send(Request(host=host, target="/ws/notifications")))
+    events = _ws_events(sock, ws, until=lambda e: isinstance(e, AcceptConnection))
+    sock.sendall(ws.send(TextMessage(data=json.dumps({"type": "auth", "token": token["token"]}))))
+    _ws_events(sock, ws, until=lambda e: isinstance(e, TextMessage) and '"ready"' in e.data)
+
+    # The client stops reading; far more events than a socket may queue arrive meanwhile.
+    pipe = redis_client.pipeline(transaction=False)
+    for n in range(MAILBOX_LIMIT * 3):
+        pipe.publish(user_channel("slow"), json.dumps(deleted_event([f"{n:08d}" * 1000], 0)))
+    pipe.execute()
+    time.sleep(1)
+
+    events = _ws_events(sock, ws, until=lambda e: isinstance(e, CloseConnection), timeout=60)
+    sock.close()
+    assert events[-1].code == 4429
+    assert "reconnect with your cursor" in events[-1].reason
+
+
+def _ws_events(sock: socket.socket, ws: WSConnection, until: Any, timeout: float = 10) -> list[Any]:
+    """Read from a raw socket until an event satisfies ``until``; every event read."""
+    seen: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ws.receive_data(sock.recv(65536) or None)
+        for event in ws.events():
+            seen.append(event)
+            if until(event):
+                return seen
+    raise AssertionError(f"no such event within {timeout}s; last: {seen[-1:]}")
 
 
 def test_stopping_an_api_process_closes_its_sockets_with_1001_at_once(
