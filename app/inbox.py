@@ -6,8 +6,6 @@ catching up walks forwards from the last position it saw.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import uuid
 from collections.abc import Sequence
@@ -17,6 +15,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, text
 
+from app import cursors
 from tasks.channels.base import Message
 
 # Positions must grow in commit order within one user, or a client that saw position 10 could
@@ -79,16 +78,12 @@ class Page:
 
 
 def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"inbox:{seq}".encode()).decode().rstrip("=")
+    return cursors.wrap(f"inbox:{seq}")
 
 
 def decode_cursor(raw: str) -> int:
     """The position in a cursor this API issued; ValueError for anything else."""
-    try:
-        decoded = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise ValueError("not a cursor") from exc
-    match = _CURSOR.match(decoded)
+    match = _CURSOR.match(cursors.unwrap(raw))
     if match is None:
         raise ValueError("not a cursor")
     return int(match.group(1))

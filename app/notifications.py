@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import uuid
 from dataclasses import dataclass
@@ -14,7 +12,7 @@ import orjson
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import IntegrityError
 
-from app import transitions
+from app import cursors, transitions
 from app.db import transaction
 from app.schemas import NotificationCreate
 
@@ -216,17 +214,12 @@ def cancel(engine: Engine, notification_id: uuid.UUID) -> tuple[dict[str, Any] |
 
 def encode_cursor(row: Any) -> str:
     """An opaque, URL-safe token for the position after ``row``."""
-    position = f"{row.created_at.isoformat()}|{row.id}".encode()
-    return base64.urlsafe_b64encode(position).decode().rstrip("=")
+    return cursors.wrap(f"{row.created_at.isoformat()}|{row.id}")
 
 
 def decode_cursor(raw: str) -> tuple[datetime, uuid.UUID]:
     """Raises ValueError for anything this API did not issue."""
-    try:
-        position = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError) as exc:
-        raise ValueError("not a cursor") from exc
-    created, _, ident = position.partition("|")
+    created, _, ident = cursors.unwrap(raw).partition("|")
     when = datetime.fromisoformat(created)
     if when.tzinfo is None:
         raise ValueError("not a cursor")

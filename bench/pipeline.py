@@ -10,36 +10,18 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, text
 
 from app.auth import create_api_key
+from app.domain import Priority
 from bench import harness
 from bench.floors import SEED_BODY
+from tests.factories import insert_backlog
 
 API_PORT = 18080
 
 
 def backlog(engine: Engine, count: int) -> None:
-    """``count`` due EMAIL notifications with deliveries and outbox rows, as the API writes them."""
-    key = create_api_key(engine, "bench-backlog")
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                """
-                WITH n AS (
-                    INSERT INTO notification (id, api_key_id, request_hash, type, priority,
-                                              recipient_email, subject, body)
-                    SELECT gen_random_uuid(), :key, '\\x00', 'MARKETING', 'NORMAL',
-                           'u' || i || '@example.com', 'Bench ' || i, 'body ' || i
-                    FROM generate_series(1, :count) AS i
-                    RETURNING id
-                ), d AS (
-                    INSERT INTO delivery (id, notification_id, channel)
-                    SELECT gen_random_uuid(), n.id, 'EMAIL' FROM n RETURNING id
-                )
-                INSERT INTO outbox_event (delivery_id, channel, priority)
-                SELECT d.id, 'EMAIL', 1 FROM d
-                """
-            ),
-            {"key": str(key.id), "count": count},
-        )
+    """``count`` due EMAIL notifications with deliveries and outbox rows, as the API writes them
+    (the tests' factory), then fresh planner statistics so every stage starts alike."""
+    insert_backlog(engine, count, priority=Priority.NORMAL)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE notification, delivery, outbox_event"))
 

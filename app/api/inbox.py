@@ -8,12 +8,11 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, request
 
 from app import fanout, inbox, ws_tokens
-from app.api.params import json_response, validate
+from app.api.params import json_response, query_cursor, validate
 from app.auth import require_api_key
 from app.db import transaction
 from app.errors import ApiError
 from app.schemas import (
-    FieldError,
     InboxItemPath,
     InboxItemView,
     InboxPage,
@@ -34,15 +33,7 @@ WS_PATH = "/ws/notifications"
 def list_items(user_id: str) -> Response:
     user = _user(user_id)
     query = validate(InboxQuery, dict(request.args), where="query string")
-    before = None
-    if query.cursor is not None:
-        try:
-            before = inbox.decode_cursor(query.cursor)
-        except ValueError:
-            raise ApiError.invalid(
-                [FieldError(field="cursor", rule="cursor", message="not a cursor from this API")],
-                where="query string",
-            ) from None
+    before = query_cursor(query.cursor, inbox.decode_cursor)
     with transaction(services().engine) as conn:
         found = inbox.page(conn, user, unread=query.unread, before=before, limit=query.limit)
     return json_response(

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, g, request, url_for
 from pydantic import BaseModel, ValidationError
 
 from app import devices, notifications
-from app.api.params import json_response, path_uuid, validate
+from app.api.params import json_response, path_uuid, query_cursor, validate
 from app.auth import require_api_key
 from app.domain import Channel
 from app.errors import ApiError
@@ -102,15 +102,7 @@ def read(notification_id: str) -> Response:
 @blueprint.get("")
 def list_notifications() -> Response:
     query = validate(ListQuery, dict(request.args), where="query string")
-    cursor = None
-    if query.cursor is not None:
-        try:
-            cursor = notifications.decode_cursor(query.cursor)
-        except ValueError:
-            raise ApiError.invalid(
-                [FieldError(field="cursor", rule="cursor", message="not a cursor from this API")],
-                where="query string",
-            ) from None
+    cursor = query_cursor(query.cursor, notifications.decode_cursor)
     filters = notifications.ListFilters(
         status=query.status and query.status.value,
         channel=query.channel and query.channel.value,

@@ -4,6 +4,7 @@ format) and answering with a schema's JSON."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import Response
@@ -13,6 +14,7 @@ from app.errors import ApiError
 from app.schemas import FieldError
 
 M = TypeVar("M", bound=BaseModel)
+P = TypeVar("P")
 
 
 def validate(model: type[M], data: dict[str, Any], where: str) -> M:
@@ -40,3 +42,16 @@ def json_response(model: type[BaseModel], data: Any, status: int = 200) -> Respo
         status=status,
         mimetype="application/json",
     )
+
+
+def query_cursor(raw: str | None, decode: Callable[[str], P]) -> P | None:
+    """The position in a ``cursor`` query parameter, or 422 if this API did not issue it."""
+    if raw is None:
+        return None
+    try:
+        return decode(raw)
+    except ValueError:
+        raise ApiError.invalid(
+            [FieldError(field="cursor", rule="cursor", message="not a cursor from this API")],
+            where="query string",
+        ) from None
