@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     AwareDatetime,
     BaseModel,
@@ -50,6 +51,19 @@ Locale = Annotated[
 MAX_DEVICE_TOKENS = 100
 
 
+def _to_utc(moment: datetime) -> datetime:
+    # PostgreSQL accepts UTC offsets only up to ±15:59, Python up to ±23:59: normalising here
+    # keeps every accepted time storable, and a time that leaves the calendar in UTC is refused.
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("outside the supported range of dates") from None
+
+
+# A moment with a time zone, as every datetime the API accepts: stored and compared in UTC.
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+
+
 class _Camel(BaseModel):
     """Fields are camelCase on the wire; unknown fields are an error, not silently dropped."""
 
@@ -73,8 +87,8 @@ class NotificationCreate(_Camel):
     body: str = Field(min_length=1, max_length=50_000)
     html_body: str | None = Field(default=None, max_length=200_000)
     data: dict[str, Any] | None = None
-    send_at: AwareDatetime | None = None
-    expires_at: AwareDatetime | None = None
+    send_at: UtcDatetime | None = None
+    expires_at: UtcDatetime | None = None
 
     @field_validator("channels")
     @classmethod
@@ -144,8 +158,8 @@ class ListQuery(_Camel):
     status: NotificationStatus | None = None
     channel: Channel | None = None
     type: NotificationType | None = None
-    created_after: AwareDatetime | None = None
-    created_before: AwareDatetime | None = None
+    created_after: UtcDatetime | None = None
+    created_before: UtcDatetime | None = None
     cursor: Annotated[str, StringConstraints(max_length=200)] | None = None
     limit: int = Field(default=50, ge=1, le=100)
 

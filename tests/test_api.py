@@ -388,3 +388,27 @@ def test_accept_response_matches_what_get_reads_back(
     read = client.get(f"/api/v1/notifications/{created['id']}", headers=auth).get_json()
 
     assert created == read
+
+
+@pytest.mark.parametrize("moment", ["0959-09-06T22:53:44+19:10", "2030-01-01T00:00:00-21:49"])
+def test_times_with_offsets_postgres_cannot_store_are_accepted_in_utc(
+    client: FlaskClient, auth: dict[str, str], moment: str
+) -> None:
+    response = post(client, auth, {**SEED, "sendAt": moment})
+    listed = client.get(
+        "/api/v1/notifications", query_string={"created_before": moment}, headers=auth
+    )
+
+    assert response.status_code == 202
+    assert datetime.fromisoformat(response.get_json()["sendAt"]) == datetime.fromisoformat(moment)
+    assert listed.status_code == 200
+
+
+def test_a_time_that_leaves_the_calendar_in_utc_is_422(
+    client: FlaskClient, auth: dict[str, str], engine: Engine
+) -> None:
+    response = post(client, auth, {**SEED, "sendAt": "0001-01-01T00:00:00+05:00"})
+
+    assert response.status_code == 422
+    assert field_rules(response) == {("sendAt", "value_error")}
+    assert rows_written(engine) == 0
