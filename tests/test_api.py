@@ -80,6 +80,11 @@ def test_seed_request_is_accepted_with_one_delivery_and_one_outbox_event(
         ({"data": [1, 2]}, {("data", "dict_type")}),
         ({"recipientPhone": "555-1234"}, {("recipientPhone", "string_pattern_mismatch")}),
         ({"webhookUrl": "ftp://example.com/x"}, {("webhookUrl", "url_scheme")}),
+        # PostgreSQL cannot store U+0000 in text or jsonb: refused and named, never a 500.
+        ({"body": "a\u0000b"}, {("body", "no_nul_character")}),
+        ({"subject": "\u0000"}, {("subject", "no_nul_character")}),
+        ({"data": {"k": ["ok", "\u0000"]}}, {("data", "no_nul_character")}),
+        ({"data": {"\u0000": 1}}, {("data", "no_nul_character")}),
     ],
 )
 def test_invalid_body_is_422_naming_field_and_rule_and_writes_nothing(

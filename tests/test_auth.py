@@ -113,6 +113,7 @@ def test_admin_issues_revokes_and_rotates_keys(client: FlaskClient, engine: Engi
         ({"name": "x", "scopes": ["root"]}, "scopes[0]", "literal_error"),
         ({"name": "x", "scopes": []}, "scopes", "too_short"),
         ({"name": "x", "admin": True}, "admin", "extra_forbidden"),
+        ({"name": "ops\u0000"}, "name", "no_nul_character"),  # was a 500 (found by fuzzing)
     ],
 )
 def test_bad_key_requests_are_422_and_malformed_key_ids_too(
