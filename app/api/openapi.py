@@ -77,25 +77,9 @@ _USER_PARAM = {
     "required": True,
     "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"^[\w.:@-]+$"},
 }
-_DEVICE_PARAM = {
-    "name": "device_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "format": "uuid"},
-}
+_DEVICE_PARAM = _path_id("device_id")
 
-_USER_PARAM = {
-    "name": "user_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"^[\w.:@-]+$"},
-}
-_ITEM_PARAM = {
-    "name": "item_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "format": "uuid"},
-}
+_ITEM_PARAM = _path_id("item_id")
 
 
 def _inbox_paths() -> dict[str, Any]:
