@@ -109,8 +109,9 @@ _SWEEP = text(
         FROM stale WHERE d.id = stale.id
         RETURNING d.id, d.status, d.channel, d.notification_id
     )
-    INSERT INTO outbox_event (delivery_id, channel, priority)
-    SELECT s.id, s.channel, array_position(CAST(:priority_order AS text[]), n.priority) - 1
+    INSERT INTO outbox_event (delivery_id, channel, priority, notification_id, request_id)
+    SELECT s.id, s.channel, array_position(CAST(:priority_order AS text[]), n.priority) - 1,
+           n.id, n.request_id
     FROM swept s JOIN notification n ON n.id = s.notification_id
     WHERE s.status <> 'FAILED'
     RETURNING delivery_id

@@ -40,7 +40,7 @@ def publish(celery: Celery, events: Sequence[ClaimedEvent], chunk_size: int) -> 
         for channel, priority, chunk in chunks(events, chunk_size):
             result = celery.send_task(
                 TASK_NAME,
-                args=([str(e.delivery_id) for e in chunk],),
+                args=([e.delivery_id for e in chunk],),
                 queue=channel.queue,
                 routing_key=channel.queue,
                 priority=priority,
@@ -63,5 +63,5 @@ def _log_published(task_id: str, channel: Channel, chunk: list[ClaimedEvent]) ->
             len(chunk),
             channel.value,
             task_id,
-            extra={} if one else {"delivery_ids": [str(e.delivery_id) for e in chunk]},
+            extra={} if one else {"delivery_ids": [e.delivery_id for e in chunk]},
         )

@@ -28,10 +28,10 @@ def insert_backlog(
                 ), d AS (
                     INSERT INTO delivery (id, notification_id, channel)
                     SELECT gen_random_uuid(), n.id, 'EMAIL' FROM n
-                    RETURNING id
+                    RETURNING id, notification_id
                 )
-                INSERT INTO outbox_event (delivery_id, channel, priority)
-                SELECT d.id, 'EMAIL', :rank FROM d
+                INSERT INTO outbox_event (delivery_id, channel, priority, notification_id)
+                SELECT d.id, 'EMAIL', :rank, d.notification_id FROM d
                 """
             ),
             {
