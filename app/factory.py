@@ -3,24 +3,46 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
+from collections.abc import Callable
+from types import FunctionType
+from typing import Any
 
 from flask import Flask, Response, g, request
 
 from app import page
 from app.api import api_keys, devices, health, inbox, notifications, openapi, websocket
 from app.errors import register_error_handlers
-from app.logs import log_context
+from app.logs import bind_log_context, unbind_log_context
 from app.metrics import init_flask_metrics
 from app.services import Services
 from app.settings import Settings
 
 
+class _Flask(Flask):
+    """Flask asks of every hook and view, on every request, whether it is a coroutine function
+    (``ensure_sync``); the answer for a function never changes, so it is asked once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync: dict[FunctionType, Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        if type(func) is not FunctionType:  # bound methods are new objects every time
+            return super().ensure_sync(func)
+        found = self._sync.get(func)
+        if found is None:
+            found = super().ensure_sync(func)
+            if len(self._sync) < 1024:  # hooks and views are made once; bound it all the same
+                self._sync[func] = found
+        return found
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
-    app = Flask(__name__)
+    app = _Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.api_max_body_bytes
     app.config["SOCK_SERVER_OPTIONS"] = websocket.server_options(settings.ws_ping_interval_seconds)
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -50,14 +72,15 @@ def _trace_requests(app: Flask) -> None:
     @app.before_request
     def _begin() -> None:
         offered = request.headers.get("X-Request-Id", "")
-        g.request_id = offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
+        g.request_id = offered if _REQUEST_ID.match(offered) else os.urandom(16).hex()
         g.started = time.perf_counter()
-        g.log_context = log_context(request_id=g.request_id)
-        g.log_context.__enter__()
+        g.log_context = bind_log_context(request_id=g.request_id)
 
     @app.after_request
     def _finish(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id", "")
+        if not access_log.isEnabledFor(logging.INFO):
+            return response
         access_log.info(
             "%s %s %d",
             request.method,
@@ -74,6 +97,6 @@ def _trace_requests(app: Flask) -> None:
 
     @app.teardown_request
     def _end(_exc: BaseException | None) -> None:
-        context = g.pop("log_context", None)
-        if context is not None:
-            context.__exit__(None, None, None)
+        token = g.pop("log_context", None)
+        if token is not None:
+            unbind_log_context(token)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -21,12 +21,21 @@ _context: ContextVar[dict[str, str]] = ContextVar("log_context", default={})  # 
 
 @contextmanager
 def log_context(**ids: object) -> Iterator[None]:
-    bound = {**_context.get(), **{k: str(v) for k, v in ids.items() if v is not None}}
-    token = _context.set(bound)
+    token = bind_log_context(**ids)
     try:
         yield
     finally:
-        _context.reset(token)
+        unbind_log_context(token)
+
+
+def bind_log_context(**ids: object) -> Token[dict[str, str]]:
+    """Bind ``ids`` until ``unbind_log_context(token)``: for a scope that is not one block,
+    such as a request between its before- and teardown hooks."""
+    return _context.set({**_context.get(), **{k: str(v) for k, v in ids.items() if v is not None}})
+
+
+def unbind_log_context(token: Token[dict[str, str]]) -> None:
+    _context.reset(token)
 
 
 class _ContextFilter(logging.Filter):

@@ -10,40 +10,11 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import IntegrityError
 
 from app import cursors, transitions
 from app.db import transaction
+from app.ingest import AcceptWriter, NewDelivery, NewNotification
 from app.schemas import NotificationCreate
-
-# Accepted means committed, in one round trip: the notification, one delivery per channel and one
-# outbox event per delivery are written by one statement. On an autocommit connection (the API's
-# ingest engine) the statements travel as one simple query, which PostgreSQL runs as a single
-# implicit transaction committed before execute() returns; if any part fails, nothing is written.
-# On an ordinary connection the explicit commit() below makes it the usual two round trips. The
-# caller wakes the relay after the commit (app/wake.py), never before.
-_ACCEPT = text(
-    """
-    WITH n AS (
-        INSERT INTO notification (id, api_key_id, idempotency_key, request_hash, request_id, type,
-                                  priority, recipient_email, recipient_phone, user_id,
-                                  device_tokens, webhook_url, subject, body, html_body, data,
-                                  send_at, expires_at)
-        VALUES (:id, :api_key_id, :idempotency_key, :request_hash, :request_id, :type, :priority,
-                :recipient_email, :recipient_phone, :user_id, CAST(:device_tokens AS jsonb),
-                :webhook_url, :subject, :body, :html_body, CAST(:data AS jsonb), :send_at,
-                :expires_at)
-    ), d AS (
-        INSERT INTO delivery (id, notification_id, channel)
-        SELECT unnest(CAST(:delivery_ids AS uuid[])), :id, unnest(CAST(:channels AS text[]))
-        RETURNING id, channel
-    )
-    INSERT INTO outbox_event (delivery_id, channel, priority, available_at)
-    SELECT d.id, d.channel, :priority_rank, COALESCE(CAST(:send_at AS timestamptz), now())
-    FROM d;
-    SELECT now() AS created_at;
-    """
-)
 
 # A notification's status summarises its deliveries. Defined once, in SQL, so that filtering a
 # list by status and showing one notification can never disagree. A PUSH delivery also shows
@@ -112,56 +83,49 @@ def request_fingerprint(request: NotificationCreate) -> bytes:
 
 
 def accept(
-    engine: Engine,
+    writer: AcceptWriter,
     api_key_id: uuid.UUID,
     request: NotificationCreate,
     idempotency_key: str | None = None,
     request_id: str | None = None,
 ) -> Accepted:
-    """Commit the notification with its deliveries and outbox events, or replay a prior accept."""
+    """Commit the notification with its deliveries and outbox events (through the process's
+    group-committing writer, app/ingest.py), or replay a prior accept. The caller wakes the
+    relay after this returns, never before."""
     fingerprint = request_fingerprint(request)
     if idempotency_key is not None:
-        replay = _replay(engine, api_key_id, idempotency_key, fingerprint)
+        replay = _replay(writer.engine, api_key_id, idempotency_key, fingerprint)
         if replay is not None:
             return replay
-    notification_id = uuid.uuid4()
-    channels = [c.value for c in request.channels]
-    params = {
-        "id": str(notification_id),
-        "api_key_id": str(api_key_id),
-        "idempotency_key": idempotency_key,
-        "request_hash": fingerprint,
-        "request_id": request_id,
-        "type": request.type.value,
-        "priority": request.priority.value,
-        "priority_rank": request.priority.rank,
-        "recipient_email": request.recipient_email,
-        "recipient_phone": request.recipient_phone,
-        "user_id": request.user_id,
-        "device_tokens": _json_or_none(request.device_tokens),
-        "webhook_url": str(request.webhook_url) if request.webhook_url else None,
-        "subject": request.subject,
-        "body": request.body,
-        "html_body": request.html_body,
-        "data": _json_or_none(request.data),
-        "send_at": request.send_at,
-        "expires_at": request.expires_at,
-        "delivery_ids": [str(uuid.uuid4()) for _ in channels],
-        "channels": channels,
-    }
-    try:
-        with engine.connect() as conn:
-            created_at = conn.execute(_ACCEPT, params).scalar_one()
-            conn.commit()
-    except IntegrityError:
+    new = NewNotification(
+        id=uuid.uuid4(),
+        api_key_id=api_key_id,
+        idempotency_key=idempotency_key,
+        request_hash=fingerprint,
+        request_id=request_id,
+        type=request.type.value,
+        priority=request.priority.value,
+        priority_rank=request.priority.rank,
+        recipient_email=request.recipient_email,
+        recipient_phone=request.recipient_phone,
+        user_id=request.user_id,
+        device_tokens=request.device_tokens,
+        webhook_url=str(request.webhook_url) if request.webhook_url else None,
+        subject=request.subject,
+        body=request.body,
+        html_body=request.html_body,
+        data=request.data,
+        send_at=request.send_at,
+        expires_at=request.expires_at,
+        deliveries=tuple(NewDelivery(uuid.uuid4(), c.value) for c in request.channels),
+    )
+    created_at = writer.write(new)
+    if created_at is None:
         # Two requests with one Idempotency-Key raced; the other committed first.
-        if idempotency_key is None:
-            raise
-        replay = _replay(engine, api_key_id, idempotency_key, fingerprint)
-        if replay is None:
-            raise
+        replay = _replay(writer.engine, api_key_id, str(idempotency_key), fingerprint)
+        assert replay is not None, "a skipped notification always has a committed twin"
         return replay
-    return Accepted(_accepted_view(request, params, created_at), replayed=False)
+    return Accepted(_accepted_view(new, created_at), replayed=False)
 
 
 def get(engine: Engine, notification_id: uuid.UUID) -> dict[str, Any] | None:
@@ -246,17 +210,15 @@ def _replay(
     return Accepted(view, replayed=True)
 
 
-def _accepted_view(
-    request: NotificationCreate, params: dict[str, Any], created_at: datetime
-) -> dict[str, Any]:
+def _accepted_view(new: NewNotification, created_at: datetime) -> dict[str, Any]:
     """What GET would show right after the commit, without reading it back."""
     return {
-        "id": params["id"],
-        "type": params["type"],
-        "priority": params["priority"],
+        "id": new.id,
+        "type": new.type,
+        "priority": new.priority,
         "status": "PENDING",
-        "sendAt": request.send_at,
-        "expiresAt": request.expires_at,
+        "sendAt": new.send_at,
+        "expiresAt": new.expires_at,
         "createdAt": created_at,
         "deliveries": [
             {
@@ -275,8 +237,7 @@ def _accepted_view(
                 "devices": [] if channel == "PUSH" else None,
             }
             for delivery_id, channel in sorted(
-                zip(params["delivery_ids"], params["channels"], strict=True),
-                key=lambda pair: pair[1],
+                ((d.id, d.channel) for d in new.deliveries), key=lambda pair: pair[1]
             )
         ],
     }
@@ -298,7 +259,3 @@ def _as_view(row: Any) -> dict[str, Any]:
         "createdAt": row.created_at,
         "deliveries": row.deliveries,
     }
-
-
-def _json_or_none(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()

@@ -12,6 +12,7 @@ from app.auth import KeyCache
 from app.db import make_engine
 from app.domain import Channel
 from app.hub import Hub
+from app.ingest import AcceptWriter
 from app.ratelimit import RateLimiter
 from app.settings import Settings
 from app.wake import Waker
@@ -24,8 +25,7 @@ class Services:
     redis: redis.Redis
     available_channels: frozenset[Channel]
     key_cache: KeyCache
-    ingest_engine: Engine
-    waker: Waker
+    ingest: AcceptWriter  # this process's group-committing writer of accepts
     rate_limiter: RateLimiter
     hub: Hub  # this process's WebSockets; its listener thread starts with the first socket
 
@@ -36,6 +36,7 @@ class Services:
         broker = redis.Redis.from_url(
             settings.redis_url, socket_timeout=2, socket_connect_timeout=2
         )
+        waker = Waker(broker)
         return cls(
             settings=settings,
             # No ping per checkout: it would double the round trips of every request. A dead
@@ -44,12 +45,14 @@ class Services:
             redis=broker,
             available_channels=available_channels(settings),
             key_cache=KeyCache(settings.api_key_cache_seconds),
-            # Accepting is one autocommitted round trip (app/notifications.py); its own pool
+            # A batch of accepts is one autocommitted round trip (app/ingest.py); its own pool
             # saves setting and resetting the isolation level on every checkout.
-            ingest_engine=make_engine(
-                settings, pool_size=settings.api_threads, pre_ping=False, autocommit=True
+            ingest=AcceptWriter(
+                make_engine(
+                    settings, pool_size=settings.api_threads, pre_ping=False, autocommit=True
+                ),
+                on_written=waker.wake,
             ),
-            waker=Waker(broker),
             rate_limiter=RateLimiter(
                 broker, settings.rate_limit_per_second, settings.rate_limit_burst
             ),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TypeVar
 
-from flask import Blueprint, Response, g, request, url_for
+import orjson
+from flask import Blueprint, Response, g, request
 from pydantic import BaseModel, ValidationError
 
 from app import devices, notifications
@@ -63,7 +64,7 @@ def submit() -> Response:
         )
     try:
         accepted = notifications.accept(
-            services().ingest_engine, g.api_key_id, body, idempotency_key, g.request_id
+            services().ingest, g.api_key_id, body, idempotency_key, g.request_id
         )
     except notifications.IdempotencyConflict:
         raise ApiError(
@@ -71,23 +72,29 @@ def submit() -> Response:
             "idempotency_key_reused",
             "This Idempotency-Key was used with a different request body.",
         ) from None
-    if not accepted.replayed:
-        services().waker.wake()
+    notification_id = accepted.notification["id"]
+    if accepted.replayed:
+        response = json_response(NotificationView, accepted.notification, 202)
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
         for channel in body.channels:
             NOTIFICATIONS_ACCEPTED.labels(channel.value).inc()
-    with log_context(notification_id=accepted.notification["id"]):
-        log.info(
-            "notification %s %s",
-            "replayed" if accepted.replayed else "accepted",
-            accepted.notification["id"],
-            extra={"delivery_ids": [str(d["id"]) for d in accepted.notification["deliveries"]]},
+        # Built by notifications.accept in NotificationView's shape (the OpenAPI tests hold it
+        # to the schema); validating it again through the model cost a tenth of an accept.
+        response = Response(
+            orjson.dumps(accepted.notification, option=orjson.OPT_UTC_Z),
+            202,
+            mimetype="application/json",
         )
-    response = json_response(NotificationView, accepted.notification, 202)
-    response.headers["Location"] = url_for(
-        ".read", notification_id=accepted.notification["id"], _external=False
-    )
-    if accepted.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
+    if log.isEnabledFor(logging.INFO):
+        with log_context(notification_id=notification_id):
+            log.info(
+                "notification %s %s",
+                "replayed" if accepted.replayed else "accepted",
+                notification_id,
+                extra={"delivery_ids": [str(d["id"]) for d in accepted.notification["deliveries"]]},
+            )
+    response.headers["Location"] = f"{request.path.rstrip('/')}/{notification_id}"
     return response
 
 
