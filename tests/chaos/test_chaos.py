@@ -142,8 +142,10 @@ class Load:
             response = conn.getresponse()
             payload = response.read()
             conn.close()
-        except OSError:
-            return False  # the API is down: try again
+        except (OSError, http.client.HTTPException):
+            # The API is down, or was killed mid-answer (IncompleteRead): try again with the same
+            # Idempotency-Key, which replays the notification if it had been committed.
+            return False
         if response.status == 202:
             with self.lock:
                 self.accepted[index] = json.loads(payload)["id"]
