@@ -3,6 +3,8 @@ the provider token's lifetime with an injected clock."""
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -16,7 +18,7 @@ from sqlalchemy import Engine
 from app.domain import Channel, NotificationType, Priority, PushPlatform
 from app.settings import Settings
 from tasks.channels.apns import ApnsSender
-from tasks.channels.base import InvalidRecipient, Message, Retryable, Sent
+from tasks.channels.base import InvalidRecipient, Message, Outcome, Retryable, Sent
 from tasks.channels.push import Device
 from tests.processes import Processes
 from tests.standins.apns import ApnsStandIn, live_apns
@@ -316,3 +318,43 @@ def test_apns_unreachable_is_retryable_and_names_no_token(
 
     assert isinstance(outcome, Retryable) and outcome.code == "apns:connection_error"
     assert TOKEN not in outcome.reason
+
+
+def test_apns_sender_shared_by_many_threads_sends_each_push_exactly_once(
+    settings: Settings, apns: ApnsStandIn
+) -> None:
+    # A worker's threads all send over the process's one HTTP/2 connection. httpcore's sync
+    # HTTP/2 does not serialise stream-id allocation with the HEADERS frame (nor HPACK state), so
+    # threads sharing an httpx.Client broke the connection and every stream on it was retried:
+    # the same push reached APNs twice (seen in CI as 12 requests for 6 pushes).
+    threads, per_thread = 12, 8
+    tokens = [f"{i:02x}" * 32 for i in range(threads * per_thread)]
+    for token in tokens[::4]:
+        apns.plan(token, "slow")
+    sender = ApnsSender(settings)
+    start = threading.Barrier(threads)
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads interleave at nearly every bytecode: races show
+    outcomes: list[Outcome] = []
+
+    def send_mine(index: int) -> None:
+        start.wait()
+        for token in tokens[index::threads]:
+            outcomes.extend(sender.send(_message(), [_device(token)]))
+
+    pool = [threading.Thread(target=send_mine, args=(i,)) for i in range(threads)]
+    try:
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join(timeout=60)
+    finally:
+        sys.setswitchinterval(switch_interval)
+        sender.close()
+
+    assert [o for o in outcomes if not isinstance(o, Sent)] == []
+    assert len(outcomes) == len(tokens)
+    assert sorted(r.token for r in apns.received) == sorted(tokens)
+    assert len({r.connection for r in apns.received}) == 1
+    assert apns.max_in_flight >= 2
+    assert apns.rejected == []

@@ -1,10 +1,11 @@
 """PUSH to APNs devices over HTTP/2 with token-based authentication (httpx + PyJWT).
 
-One ``httpx.Client`` per worker process holds one HTTP/2 connection that every worker thread
-multiplexes its requests over. The provider token is an ES256 JWT (``kid`` = key id, ``iss`` =
-team id, ``iat``) signed with the ``.p8`` key; it is reused for every request and renewed once it
-is ``APNS_TOKEN_REFRESH_SECONDS`` old (APNs refuses tokens older than an hour, and renewals more
-often than every 20 minutes), or at once when APNs answers ``ExpiredProviderToken``.
+One ``httpx.AsyncClient`` per worker process, on its own event-loop thread, holds one HTTP/2
+connection that every worker thread multiplexes its requests over. The provider token is an
+ES256 JWT (``kid`` = key id, ``iss`` = team id, ``iat``) signed with the ``.p8`` key; it is reused
+for every request and renewed once it is ``APNS_TOKEN_REFRESH_SECONDS`` old (APNs refuses tokens
+older than an hour, and renewals more often than every 20 minutes), or at once when APNs answers
+``ExpiredProviderToken``.
 
 Outcome classification (also in the README); ``code`` is ``apns:`` + APNs's ``reason``:
 
@@ -22,13 +23,14 @@ Outcome classification (also in the README); ``code`` is ``apns:`` + APNs's ``re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,40 +91,42 @@ class ProviderToken:
 
 class ApnsSender:
     """Sends to APNs devices. Key and connection are set up on first use, so a worker whose
-    key file is missing reports a retryable failure per delivery instead of failing to start."""
+    key file is missing reports a retryable failure per delivery instead of failing to start.
+
+    The connection belongs to one event-loop thread: worker threads hand their sends to it and
+    wait. httpcore's *sync* HTTP/2 is not safe to share between threads (stream ids are allocated
+    apart from sending the HEADERS frame, and the HPACK encoder is unguarded), which broke the
+    shared connection and made every stream on it retry, sending pushes twice; on one event loop
+    the streams interleave only at awaits. A task's devices go out concurrently too."""
 
     def __init__(self, settings: Settings, clock: Clock = time.time) -> None:
         self._settings = settings
         self._clock = clock
         self._lock = threading.Lock()
-        self._client: httpx.Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: httpx.AsyncClient | None = None
         self._token: ProviderToken | None = None
 
     def send(self, message: Message, devices: Sequence[Device]) -> list[Outcome]:
         try:
-            client, token = self._connect()
+            loop, client, token = self._connect()
         except (OSError, ValueError, ssl.SSLError) as exc:
             failure = Retryable("apns:credentials", f"cannot load APNs key or CA: {exc!s}"[:300])
             return [failure] * len(devices)
-        outcomes: list[Outcome] = []
-        for device in devices:
-            try:
-                outcomes.append(self._send_one(client, token, message, device))
-            except Exception as exc:
-                # One device's surprise must not make the others (maybe already sent) retry.
-                log.exception("APNs send to device %s failed", device.device_id)
-                outcomes.append(Retryable("apns:error", type(exc).__name__))
-        return outcomes
+        sends = [self._send_one(client, token, message, device) for device in devices]
+        return asyncio.run_coroutine_threadsafe(_gather(sends), loop).result()
 
     def close(self) -> None:
         with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+            loop, client = self._loop, self._client
+            self._loop = self._client = self._token = None
+        if loop is not None and client is not None:
+            asyncio.run_coroutine_threadsafe(client.aclose(), loop).result()
+            loop.call_soon_threadsafe(loop.stop)
 
-    def _connect(self) -> tuple[httpx.Client, ProviderToken]:
+    def _connect(self) -> tuple[asyncio.AbstractEventLoop, httpx.AsyncClient, ProviderToken]:
         with self._lock:
-            if self._client is None or self._token is None:
+            if self._loop is None or self._client is None or self._token is None:
                 s = self._settings
                 key = Path(s.apns_key_file).read_bytes()
                 token = ProviderToken(
@@ -130,7 +134,7 @@ class ApnsSender:
                 )
                 token.current()  # a malformed key fails here, once, not on every request
                 verify = ssl.create_default_context(cafile=s.apns_ca_file or None)
-                self._client = httpx.Client(
+                client = httpx.AsyncClient(
                     base_url=s.apns_base_url,
                     http1=False,
                     http2=True,
@@ -139,11 +143,13 @@ class ApnsSender:
                     # One connection: HTTP/2 multiplexes every thread's requests over it.
                     limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
                 )
-                self._token = token
-            return self._client, self._token
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="apns-http2", daemon=True).start()
+                self._loop, self._client, self._token = loop, client, token
+            return self._loop, self._client, self._token
 
-    def _send_one(
-        self, client: httpx.Client, token: ProviderToken, message: Message, device: Device
+    async def _send_one(
+        self, client: httpx.AsyncClient, token: ProviderToken, message: Message, device: Device
     ) -> Outcome:
         jwt_token = token.current()
         apns_id = str(uuid.uuid5(_APNS_ID_NAMESPACE, f"{message.delivery_id}:{device.device_id}"))
@@ -156,11 +162,15 @@ class ApnsSender:
         }
         body = json.dumps(apns_payload(message), separators=(",", ":")).encode()
         try:
-            response = client.post(f"/3/device/{device.token}", headers=headers, content=body)
+            response = await client.post(f"/3/device/{device.token}", headers=headers, content=body)
         except httpx.HTTPError as exc:
             # The exception names the failure, never the URL (which ends in the token).
             reason = f"APNs: {type(exc).__name__}: {exc!s}".replace(device.token, "…")
             return Retryable("apns:connection_error", reason[:300])
+        except Exception as exc:
+            # One device's surprise must not make the others (maybe already sent) retry.
+            log.exception("APNs send to device %s failed", device.device_id)
+            return Retryable("apns:error", type(exc).__name__)
         return self._classify(response, token, jwt_token, device)
 
     def _classify(
@@ -199,3 +209,7 @@ def apns_payload(message: Message) -> dict[str, Any]:
     payload["aps"] = {"alert": alert}
     payload["notificationId"] = str(message.notification_id)
     return payload
+
+
+async def _gather(sends: Sequence[Coroutine[Any, Any, Outcome]]) -> list[Outcome]:
+    return list(await asyncio.gather(*sends))
