@@ -182,6 +182,7 @@ def api_floors(seconds: int = 10) -> tuple[float, float]:
     headers = {"Content-Type": "application/json"}
     with harness.process("floor-api", argv, harness.env_for(harness.SETTINGS)):
         harness.wait_http(f"http://127.0.0.1:{port}/")
+        harness.warm_up(f"http://127.0.0.1:{port}/bare", SEED_BODY, headers)
         bare = harness.wrk_post(f"http://127.0.0.1:{port}/bare", SEED_BODY, headers, seconds, 32)
         naive = harness.wrk_post(f"http://127.0.0.1:{port}/naive", SEED_BODY, headers, seconds, 32)
     return bare, naive

@@ -65,6 +65,7 @@ def api_rate(engine: Engine, workers: int, threads: int, seconds: int = 10) -> f
     with _api(workers, threads):
         harness.wait_http(f"http://127.0.0.1:{API_PORT}/api/v1/health/live")
         url = f"http://127.0.0.1:{API_PORT}/api/v1/notifications"
+        harness.warm_up(url, SEED_BODY, headers)
         return harness.wrk_post(url, SEED_BODY, headers, seconds, 32)
 
 
