@@ -81,12 +81,12 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
         def load_config(self) -> None:
             self.cfg.set("bind", f"{args.host}:{args.port}")
             self.cfg.set("workers", settings.api_workers)
-            # gthread: HTTP requests on API_THREADS threads, and one more thread for each
-            # WebSocket (flask-sock holds its request's thread for the socket's life), up to
-            # WS_MAX_CONNECTIONS; the sockets past that are refused, so HTTP always has its
-            # threads. See bench/RESULTS.md for why gthread and not gevent.
+            # gthread (app/serving.py): HTTP requests on API_THREADS threads, and one more
+            # thread for each WebSocket (flask-sock holds its request's thread for the socket's
+            # life), up to WS_MAX_CONNECTIONS; the sockets past that are refused, so HTTP always
+            # has its threads. See bench/RESULTS.md for why gthread and not gevent.
             threads = settings.api_threads + settings.ws_max_connections
-            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("worker_class", "app.serving.HoldingThreadWorker")
             self.cfg.set("threads", threads)
             self.cfg.set("worker_connections", threads + 100)
             self.cfg.set("graceful_timeout", 20)
