@@ -69,19 +69,19 @@ def run(quick: bool) -> tuple[list[Row], list[str]]:
     bare = sorted(b for b, _ in api_floors)[len(api_floors) // 2]
     naive_api = sorted(n for _, n in api_floors)[len(api_floors) // 2]
     stage("our API")
-    configs = {(2, 8): 0.0, (2, 16): 0.0, (4, 8): 0.0}
+    configs = {(2, 8): 0.0, (3, 4): 0.0, (4, 4): 0.0}
     for workers, threads in configs:
         configs[(workers, threads)] = harness.median_of(
             runs, lambda w=workers, t=threads: pipeline.api_rate(engine, w, t, seconds)
         )
     (best_w, best_t), api = max(configs.items(), key=lambda kv: kv[1])
     notes.append(
-        "API configurations (gunicorn gthread, workers × threads → accepted/s): "
+        "API configurations (gunicorn, app/serving.py's worker, workers × threads → accepted/s): "
         + ", ".join(f"{w}×{t} → {r:,.0f}" for (w, t), r in configs.items())
     )
     rows.append(
         Row(
-            f"API accepted/s, one channel (gthread {best_w}×{best_t})",
+            f"API accepted/s, one channel ({best_w} workers × {best_t} threads)",
             api,
             "bare Flask",
             bare,
