@@ -174,6 +174,12 @@ class Settings:
     relay_poll_interval_ms: int = _setting(
         "RELAY_POLL_INTERVAL_MS", 5000, "Relay poll interval when no wake-up signal arrives."
     )
+    relay_gather_ms: int = _setting(
+        "RELAY_GATHER_MS",
+        10,
+        "A relay woken within this long of its last claim waits out the rest first, so a steady"
+        " stream is claimed in batches (larger tasks) rather than one row per wake-up.",
+    )
     relay_task_chunk: int = _setting(
         "RELAY_TASK_CHUNK",
         10,

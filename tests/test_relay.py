@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import signal
+import time
 from collections import Counter
 from typing import Any
 
@@ -13,6 +14,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
 from app.domain import Channel, Priority
+from app.wake import wake_relay
 from tests.factories import insert_backlog, outbox_counts, status_counts
 from tests.processes import Processes, wait_for
 from tests.standins.smtp import SmtpStandIn
@@ -140,3 +142,22 @@ def test_relay_still_polls_when_the_wake_up_is_lost(processes: Processes, engine
     insert_backlog(engine, 3)  # written without any wake-up, as after a lost signal
 
     wait_for(lambda: status_counts(engine) == {"QUEUED": 3}, timeout=10, what="poll")
+
+
+def test_wake_ups_right_after_a_claim_are_gathered_into_one_task(
+    processes: Processes, engine: Engine, redis_client: redis.Redis
+) -> None:
+    processes.relay(
+        RELAY_GATHER_MS="1500", RELAY_POLL_INTERVAL_MS="60000", SWEEPER_INTERVAL_SECONDS="600"
+    )
+    # A steady stream: one row committed and the relay woken every 50 ms, as API batches do.
+    for index in range(4):
+        insert_backlog(engine, 1, prefix=f"stream{index}")
+        wake_relay(redis_client)
+        time.sleep(0.05)
+
+    wait_for(lambda: outbox_counts(engine) == {"DISPATCHED": 4}, timeout=10, what="dispatch")
+    # The first wake-up came within the gather window of the start-up claim, so the relay let
+    # every row arrive and published them together; without it, one task per wake-up.
+    tasks = [delivery_ids_in([message]).total() for message in queued_messages(redis_client)]
+    assert tasks == [4]
