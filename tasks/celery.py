@@ -46,9 +46,11 @@ def make_celery(settings: Settings) -> Celery:
             "visibility_timeout": settings.broker_visibility_timeout_seconds,
         },
         broker_connection_retry_on_startup=True,
-        # Workers report task events for Flower; the relay does not send a "task-sent" event
-        # per message, which would cost it a Redis round trip each.
-        worker_send_task_events=True,
+        # Task events only while someone watches: Flower switches them on in every worker
+        # (enable_events, repeated every 5 s) and a worker then reports each task. Sent always,
+        # they were a quarter of a worker's CPU (a fan-out PUBLISH and a new Redis client per
+        # event, three events per task: bench/RESULTS.md). The relay never sends "task-sent".
+        worker_send_task_events=False,
     )
     return celery
 

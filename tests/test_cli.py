@@ -111,6 +111,74 @@ def test_flower_starts_and_lists_the_channel_queues(processes: Processes) -> Non
         assert refused.code == 401
 
 
+def flower_get(port: int, path: str) -> object | None:
+    credentials = base64.b64encode(b"ops:s3cret").decode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Basic {credentials}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as r:
+            return json.load(r)
+    except OSError:
+        return None
+
+
+def test_flower_shows_the_relays_batched_tasks_run_by_a_stock_celery_worker(
+    client: FlaskClient, auth: dict[str, str], processes: Processes, engine: Engine
+) -> None:
+    port = free_port()
+    processes.spawn(
+        "celery",
+        [str(BIN / "celery"), "-A", "tasks", "worker", "-Q", "email", "--pool=threads", "-c", "2"],
+        settings_env(processes.settings),
+        ready=" ready.",
+    )
+    processes.spawn(
+        "flower",
+        [str(BIN / "notification-service"), "flower"],
+        settings_env(processes.settings, FLOWER_PORT=str(port), FLOWER_BASIC_AUTH="ops:s3cret"),
+        ready=None,
+    )
+    wait_for(lambda: flower_get(port, "/api/workers?refresh=1"), timeout=40, what="Flower up")
+    processes.relay()
+
+    def succeeded() -> dict[str, str]:
+        """Flower's task view: each succeeded notifications.deliver task's args."""
+        tasks = flower_get(port, "/api/tasks") or {}
+        assert isinstance(tasks, dict)
+        return {
+            task_id: task["args"]
+            for task_id, task in tasks.items()
+            if task["name"] == "notifications.deliver" and task["state"] == "SUCCESS"
+        }
+
+    # Workers report task events only once Flower has switched them on (at its start and every
+    # 5 s); wait for the first task Flower sees, then check the ones sent after it.
+    def probe() -> dict[str, str] | None:
+        post(client, auth, SEED)
+        return succeeded() or None
+
+    wait_for(probe, timeout=30, interval=1, what="Flower's first task")
+    before = set(succeeded())
+    ids = [post(client, auth, SEED).get_json()["id"] for _ in range(3)]
+    with engine.connect() as conn:
+        deliveries = [
+            str(d)
+            for d in conn.scalars(
+                text("SELECT id FROM delivery WHERE CAST(notification_id AS text) = ANY(:ids)"),
+                {"ids": ids},
+            )
+        ]
+
+    def shown() -> list[str] | None:
+        args = " ".join(a for t, a in succeeded().items() if t not in before)
+        missing = [d for d in deliveries if d not in args]
+        return None if missing else deliveries
+
+    assert wait_for(shown, timeout=30, interval=0.5, what="the tasks in Flower") == deliveries
+    assert status_counts(engine).get("SENT", 0) >= 4
+
+
 def test_dev_runs_everything_and_ctrl_c_stops_it(settings: Settings, tmp_path: Path) -> None:
     port, flower_port = free_port(), free_port()
     log = (tmp_path / "dev.log").open("w+")
