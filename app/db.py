@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
+from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 
 from app.settings import Settings
 
@@ -36,6 +38,28 @@ def transaction(engine: Engine) -> Iterator[Connection]:
     """One unit of work: commits when the block ends, rolls back if it raises."""
     with engine.begin() as conn:
         yield conn
+
+
+T = TypeVar("T")
+
+
+def retried_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """``work(conn)`` in one transaction, run once more if its connection turned out to be dead.
+
+    For the relay's and the workers' engines, which do not ping every connection they check
+    out (two of a task's six round trips). After a PostgreSQL restart a pooled connection
+    fails its first statement; SQLAlchemy then discards the whole pool, and the second run gets
+    a fresh connection. ``work`` must be safe to run twice: a guarded UPDATE is (the commit
+    that was lost either happened, and the rerun finds nothing to move, or it did not).
+    """
+    try:
+        with transaction(engine) as conn:
+            return work(conn)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    with transaction(engine) as conn:
+        return work(conn)
 
 
 def ensure_database(database_url: str) -> bool:

@@ -13,14 +13,14 @@ from typing import Any
 
 import redis
 from celery import Celery
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from app import metrics
-from app.db import make_engine, transaction
+from app.db import make_engine, retried_transaction
 from app.domain import Channel
 from app.settings import Settings
 from app.wake import WakeListener
-from relay.claim import claim_due
+from relay.claim import ClaimedEvent, claim_due
 from relay.publish import publish
 from relay.retention import purge
 from relay.sweeper import sweep_once
@@ -31,12 +31,17 @@ log = logging.getLogger(__name__)
 
 def dispatch_batch(engine: Engine, celery: Celery, settings: Settings) -> int:
     """Claim, publish and mark one batch in one transaction; returns rows dispatched."""
-    with transaction(engine) as conn:
+
+    def claim_and_publish(conn: Connection) -> list[ClaimedEvent]:
         events = claim_due(conn, settings.relay_batch_size)
         if events:
             # Published before the commit: if this process dies now, the rows roll back to
-            # PENDING and are published again; the worker's guarded claim absorbs the duplicate.
+            # PENDING and are published again; the worker's guarded claim absorbs the duplicate
+            # (as it does when a lost connection makes retried_transaction publish them twice).
             publish(celery, events, settings.relay_task_chunk)
+        return events
+
+    events = retried_transaction(engine, claim_and_publish)
     if events:
         metrics.RELAY_BATCH_SIZE.observe(len(events))
         for channel, count in Counter(e.channel for e in events).items():
@@ -69,7 +74,7 @@ def export_gauges(engine: Engine, broker: redis.Redis) -> None:
 def run(settings: Settings, stop: threading.Event) -> None:
     """Relay until ``stop`` is set; the batch in hand is always finished first."""
 
-    engine = make_engine(settings, pool_size=2)
+    engine = make_engine(settings, pool_size=2, pre_ping=False)
     celery = make_celery(settings)
     listener = WakeListener(settings.redis_url)
     listener.subscribe()  # before "started": a wake-up sent after that line is never missed

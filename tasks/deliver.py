@@ -18,7 +18,7 @@ from celery.signals import worker_init
 from sqlalchemy import Engine
 
 from app import metrics, transitions
-from app.db import make_engine, transaction
+from app.db import make_engine, retried_transaction
 from app.domain import Channel, DeliveryStatus
 from app.logs import log_context
 from app.settings import Settings
@@ -63,7 +63,9 @@ def worker_context() -> WorkerContext:
         if _context is not None and _context.pid == os.getpid():
             return _context
         settings = Settings.from_env()
-        engine = make_engine(settings, pool_size=max(2, settings.worker_concurrency))
+        engine = make_engine(
+            settings, pool_size=max(2, settings.worker_concurrency), pre_ping=False
+        )
         _context = WorkerContext(
             settings=settings,
             engine=engine,
@@ -130,8 +132,9 @@ def send_all(context: WorkerContext, messages: Sequence[Message]) -> list[Delive
 def deliver_ids(context: WorkerContext, delivery_ids: Sequence[str]) -> list[DeliveryResult]:
     """Deliver what this task can claim; returns the results that must be retried later."""
     lease = context.settings.sweeper_lease_seconds
-    with transaction(context.engine) as conn:
-        claimed = transitions.claim_for_sending(conn, delivery_ids, lease)
+    claimed = retried_transaction(
+        context.engine, lambda conn: transitions.claim_for_sending(conn, delivery_ids, lease)
+    )
     rows = {row.id: row for row in claimed}
     for row in claimed:
         if row.status == DeliveryStatus.EXPIRED:
@@ -140,8 +143,9 @@ def deliver_ids(context: WorkerContext, delivery_ids: Sequence[str]) -> list[Del
     if not messages:
         return []
     results = send_all(context, messages)
-    with transaction(context.engine) as conn:
-        applied = transitions.record_outcomes(conn, results)
+    applied = retried_transaction(
+        context.engine, lambda conn: transitions.record_outcomes(conn, results)
+    )
     for result in results:
         status = applied.get(result.delivery_id, "not recorded (no longer SENDING)")
         _observe(rows[result.delivery_id], status, result.error_code)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import redis
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
 from app.settings import Settings
-from tests.factories import status_counts
+from app.wake import wake_relay
+from tests.factories import insert_backlog, status_counts
 from tests.netutil import free_port
 from tests.processes import Processes, wait_for
 from tests.standins.smtp import STALL, SmtpStandIn
@@ -265,3 +267,33 @@ def test_chunked_task_retries_only_the_failed_delivery(
         tasks = conn.scalar(text("SELECT count(DISTINCT dispatched_at) FROM outbox_event"))
     assert tasks == 1
     assert "relay cycle failed" not in relay.log()
+
+
+def test_relay_and_worker_carry_on_when_their_database_connections_are_cut(
+    processes: Processes, engine: Engine, redis_client: redis.Redis, smtp: SmtpStandIn
+) -> None:
+    relay = processes.relay(RELAY_POLL_INTERVAL_MS="60000", SWEEPER_INTERVAL_SECONDS="600")
+    worker = processes.worker()
+    insert_backlog(engine, 1, prefix="before")
+    wake_relay(redis_client)
+    wait_for(lambda: status_counts(engine) == {"SENT": 1}, what="the first delivery")
+
+    # What a PostgreSQL restart does to every pooled connection of the relay and the worker,
+    # which check out connections without pinging them first.
+    with engine.connect() as conn:
+        cut = conn.scalar(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND backend_type = 'client backend'"
+            )
+        )
+    assert cut >= 2
+    insert_backlog(engine, 1, prefix="after")
+    wake_relay(redis_client)
+
+    # Long before the sweeper's lease would re-drive a delivery whose task failed.
+    wait_for(lambda: status_counts(engine) == {"SENT": 2}, timeout=15, what="the second")
+    assert "relay cycle failed" not in relay.log()
+    assert "Traceback" not in worker.log()
+    assert smtp.count_by_recipient() == {"before1@example.com": 1, "after1@example.com": 1}
