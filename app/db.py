@@ -47,10 +47,11 @@ def retried_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
     """``work(conn)`` in one transaction, run once more if its connection turned out to be dead.
 
     For the relay's and the workers' engines, which do not ping every connection they check
-    out (two of a task's six round trips). After a PostgreSQL restart a pooled connection
-    fails its first statement; SQLAlchemy then discards the whole pool, and the second run gets
-    a fresh connection. ``work`` must be safe to run twice: a guarded UPDATE is (the commit
-    that was lost either happened, and the rerun finds nothing to move, or it did not).
+    out (a ping per checkout was two of a delivery task's eight round trips). After a
+    PostgreSQL restart a pooled connection fails its first statement; SQLAlchemy then discards
+    the whole pool, and the second run gets a fresh connection. ``work`` must be safe to run
+    twice: a guarded UPDATE is (the commit that was lost either happened, and the rerun finds
+    nothing to move, or it did not).
     """
     try:
         with transaction(engine) as conn:
