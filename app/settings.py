@@ -236,6 +236,12 @@ class Settings:
     audit_retention_days: float = _setting(
         "AUDIT_RETENTION_DAYS", 90.0, "audit_log rows older than this are deleted."
     )
+    relay_vacuum_interval_seconds: float = _setting(
+        "RELAY_VACUUM_INTERVAL_SECONDS",
+        10.0,
+        "How often the relay vacuums outbox_event and delivery (their dead index entries slow"
+        " every claim); 0 leaves it to autovacuum.",
+    )
     retention_interval_seconds: float = _setting(
         "RETENTION_INTERVAL_SECONDS", 3600.0, "How often the relay runs retention."
     )

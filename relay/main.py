@@ -24,6 +24,7 @@ from relay.claim import ClaimedEvent, claim_due
 from relay.publish import publish
 from relay.retention import purge
 from relay.sweeper import sweep_once
+from relay.vacuum import vacuum_queues
 from tasks.celery import make_celery, priority_lists
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
     poll_seconds = settings.relay_poll_interval_ms / 1000
     gather_seconds = settings.relay_gather_ms / 1000
     last_claim = 0.0
-    next_sweep = next_retention = 0.0
+    next_sweep = next_retention = next_vacuum = 0.0
     log.info("relay started: batch %d, poll %.1fs", settings.relay_batch_size, poll_seconds)
     try:
         while not stop.is_set():
@@ -98,6 +99,9 @@ def run(settings: Settings, stop: threading.Event) -> None:
                     dispatch_batch(engine, celery, settings) == settings.relay_batch_size
                 ):
                     pass
+                if settings.relay_vacuum_interval_seconds and time.monotonic() >= next_vacuum:
+                    next_vacuum = time.monotonic() + settings.relay_vacuum_interval_seconds
+                    vacuum_queues(engine)
                 if time.monotonic() >= next_retention:
                     next_retention = time.monotonic() + settings.retention_interval_seconds
                     purge(engine, settings)

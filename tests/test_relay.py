@@ -161,3 +161,30 @@ def test_wake_ups_right_after_a_claim_are_gathered_into_one_task(
     # every row arrive and published them together; without it, one task per wake-up.
     tasks = [delivery_ids_in([message]).total() for message in queued_messages(redis_client)]
     assert tasks == [4]
+
+
+def test_the_relay_vacuums_the_outbox_it_churns(
+    processes: Processes, engine: Engine, redis_client: redis.Redis
+) -> None:
+    def outbox_stats() -> tuple[int, int]:
+        with engine.connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT vacuum_count, n_dead_tup FROM pg_stat_user_tables"
+                    " WHERE relname = 'outbox_event'"
+                )
+            ).one()
+        return int(row[0]), int(row[1])
+
+    vacuums_before, _ = outbox_stats()
+    processes.relay(RELAY_VACUUM_INTERVAL_SECONDS="0.5", RELAY_POLL_INTERVAL_MS="200")
+    insert_backlog(engine, 300)
+    wait_for(lambda: outbox_counts(engine) == {"DISPATCHED": 300}, timeout=30, what="dispatch")
+
+    # Each dispatch left a dead row version; the relay's own VACUUM (not autovacuum, which
+    # vacuum_count does not count) takes them away.
+    def vacuumed() -> tuple[int, int] | None:
+        vacuums, dead = outbox_stats()
+        return (vacuums, dead) if vacuums > vacuums_before and dead == 0 else None
+
+    assert wait_for(vacuumed, timeout=15, what="a vacuum after the dispatch") is not None
