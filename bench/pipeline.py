@@ -129,7 +129,7 @@ class Live:
     accepted: int
 
 
-def live(engine: Engine, rate: float, seconds: float, chunk: int) -> Live:
+def live(engine: Engine, rate: float, seconds: float, chunk: int, worker_threads: int = 4) -> Live:
     """An open-loop load of ``rate`` POSTs/s for ``seconds`` through the whole system; latency
     from acceptance (the API's transaction) to the provider call's outcome being recorded.
 
@@ -146,7 +146,7 @@ def live(engine: Engine, rate: float, seconds: float, chunk: int) -> Live:
         # One API process: at these rates it is not CPU-bound, and a second one only adds
         # CPU contention on two cores (2 x 8 gave p50 31 ms where 1 x 8 gave 22, same run).
         stack.enter_context(_api(1, 8))
-        stack.enter_context(_worker("live-worker", 4))
+        stack.enter_context(_worker("live-worker", worker_threads))
         stack.enter_context(_relay("live-relay", RELAY_TASK_CHUNK=str(chunk)))
         harness.wait_http(f"http://127.0.0.1:{API_PORT}/api/v1/health/live")
         time.sleep(3)
