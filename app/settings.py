@@ -239,8 +239,8 @@ class Settings:
     relay_vacuum_interval_seconds: float = _setting(
         "RELAY_VACUUM_INTERVAL_SECONDS",
         10.0,
-        "How often the relay vacuums outbox_event and delivery (their dead index entries slow"
-        " every claim); 0 leaves it to autovacuum.",
+        "How often the relay vacuums outbox_event (its dead index entries slow every claim);"
+        " 0 leaves it to autovacuum.",
     )
     retention_interval_seconds: float = _setting(
         "RETENTION_INTERVAL_SECONDS", 3600.0, "How often the relay runs retention."

@@ -24,7 +24,7 @@ from relay.claim import ClaimedEvent, claim_due
 from relay.publish import publish
 from relay.retention import purge
 from relay.sweeper import sweep_once
-from relay.vacuum import vacuum_queues
+from relay.vacuum import vacuum_outbox
 from tasks.celery import make_celery, priority_lists
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
                     pass
                 if settings.relay_vacuum_interval_seconds and time.monotonic() >= next_vacuum:
                     next_vacuum = time.monotonic() + settings.relay_vacuum_interval_seconds
-                    vacuum_queues(engine)
+                    vacuum_outbox(engine)
                 if time.monotonic() >= next_retention:
                     next_retention = time.monotonic() + settings.retention_interval_seconds
                     purge(engine, settings)

@@ -69,9 +69,7 @@ def worker_context() -> WorkerContext:
         _context = WorkerContext(
             settings=settings,
             statements=make_engine(settings, pool_size=pool_size, pre_ping=False, autocommit=True),
-            providers=build_providers(
-                settings, make_engine(settings, pool_size=pool_size, pre_ping=False)
-            ),
+            providers=build_providers(settings, make_engine(settings, pool_size=pool_size)),
             pid=os.getpid(),
         )
     return _context

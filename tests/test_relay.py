@@ -163,9 +163,7 @@ def test_wake_ups_right_after_a_claim_are_gathered_into_one_task(
     assert tasks == [4]
 
 
-def test_the_relay_vacuums_the_outbox_it_churns(
-    processes: Processes, engine: Engine, redis_client: redis.Redis
-) -> None:
+def test_the_relay_vacuums_the_outbox_it_churns(processes: Processes, engine: Engine) -> None:
     def outbox_stats() -> tuple[int, int]:
         with engine.connect() as conn:
             row = conn.execute(
