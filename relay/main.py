@@ -91,8 +91,8 @@ def run(settings: Settings, stop: threading.Event) -> None:
             try:
                 # Woken again right after a claim (a steady stream of accepts wakes the relay
                 # once per committed API batch): let the rows gather, so they go out as one
-                # claim and larger tasks (a worker delivered 349 chunks of one per second, and
-                # 6,752 deliveries/s in chunks of 50: bench/RESULTS.md).
+                # claim and larger tasks (one worker process delivers about 300/s in chunks of
+                # one and 4,900/s in chunks of 50: bench/RESULTS.md).
                 stop.wait(max(0.0, last_claim + gather_seconds - time.monotonic()))
                 last_claim = time.monotonic()
                 while not stop.is_set() and (
