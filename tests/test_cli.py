@@ -78,6 +78,18 @@ def test_plain_celery_worker_command_delivers(
     wait_for(lambda: status_counts(engine) == {"SENT": 1}, what="sent by `celery -A tasks`")
 
 
+def flower_get(port: int, path: str) -> object | None:
+    credentials = base64.b64encode(b"ops:s3cret").decode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Basic {credentials}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as r:
+            return json.load(r)
+    except OSError:
+        return None
+
+
 def test_flower_starts_and_lists_the_channel_queues(processes: Processes) -> None:
     port = free_port()
     processes.worker(queues="email,sms")
@@ -88,14 +100,10 @@ def test_flower_starts_and_lists_the_channel_queues(processes: Processes) -> Non
         ready=None,
     )
     url = f"http://127.0.0.1:{port}/api/workers?refresh=1"
-    credentials = base64.b64encode(b"ops:s3cret").decode()
 
     def queues() -> list[str] | None:
-        request = urllib.request.Request(url, headers={"Authorization": f"Basic {credentials}"})
-        try:
-            with urllib.request.urlopen(request, timeout=5) as r:
-                workers = json.load(r)
-        except OSError:
+        workers = flower_get(port, "/api/workers?refresh=1")
+        if not isinstance(workers, dict):
             return None
         names = [q["name"] for w in workers.values() for q in w.get("active_queues", [])]
         return sorted(names) or None
@@ -109,18 +117,6 @@ def test_flower_starts_and_lists_the_channel_queues(processes: Processes) -> Non
         raise AssertionError("Flower answered without credentials")
     except urllib.error.HTTPError as refused:
         assert refused.code == 401
-
-
-def flower_get(port: int, path: str) -> object | None:
-    credentials = base64.b64encode(b"ops:s3cret").decode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Basic {credentials}"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as r:
-            return json.load(r)
-    except OSError:
-        return None
 
 
 def test_flower_shows_the_relays_batched_tasks_run_by_a_stock_celery_worker(
