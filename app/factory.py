@@ -16,7 +16,7 @@ from app import page
 from app.api import api_keys, devices, health, inbox, notifications, openapi, websocket
 from app.errors import register_error_handlers
 from app.logs import bind_log_context, unbind_log_context
-from app.metrics import init_flask_metrics
+from app.metrics import METRICS_ENDPOINT, init_flask_metrics, observe_request
 from app.services import Services
 from app.settings import Settings
 
@@ -67,7 +67,7 @@ _REQUEST_ID = re.compile(r"^[\w.:-]{1,128}$")
 
 def _trace_requests(app: Flask) -> None:
     """Give every request an id (the caller's ``X-Request-Id`` if sane), bind it to the logs of
-    the request, return it, and write one access-log line per request."""
+    the request, return it, count it in the request metrics, and write one access-log line."""
 
     @app.before_request
     def _begin() -> None:
@@ -79,6 +79,9 @@ def _trace_requests(app: Flask) -> None:
     @app.after_request
     def _finish(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id", "")
+        seconds = time.perf_counter() - g.get("started", 0)
+        if request.endpoint != METRICS_ENDPOINT:
+            observe_request(request.method, request.url_rule, response.status_code, seconds)
         if not access_log.isEnabledFor(logging.INFO):
             return response
         access_log.info(
@@ -90,7 +93,7 @@ def _trace_requests(app: Flask) -> None:
                 "method": request.method,
                 "path": request.path,
                 "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - g.get("started", 0)) * 1000, 2),
+                "duration_ms": round(seconds * 1000, 2),
             },
         )
         return response

@@ -81,6 +81,14 @@ def test_every_process_exports_metrics_that_move_by_the_right_amounts_and_logs_c
         api_samples = scrape(api_port)
         assert value(api_samples, "notifications_accepted_total", channel="EMAIL") == 3
         assert value(api_samples, "flask_http_request_total", method="POST", status="202") == 3
+        route = {"method": "POST", "path": "/api/v1/notifications", "status": "202"}
+        assert value(api_samples, "flask_http_request_duration_seconds_count", **route) == 3
+        assert 0 < value(api_samples, "flask_http_request_duration_seconds_sum", **route) < 30
+    # The path label is the route, never a URL with an id in it; scrapes are not counted.
+    http_json("GET", f"{base}/{created[0]['id']}", api_key)
+    paths = {dict(labels).get("path") for _, labels in scrape(api_port)}
+    assert "/api/v1/notifications/<notification_id>" in paths
+    assert not {p for p in paths if p and (created[0]["id"] in p or p == "/metrics")}
     relay_samples = scrape(relay_port)
     assert value(relay_samples, "outbox_events_processed_total", channel="EMAIL") == 3
     assert value(relay_samples, "relay_batch_size_sum") == 3
