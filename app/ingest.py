@@ -84,7 +84,7 @@ class NewNotification:
     id: uuid.UUID
     api_key_id: uuid.UUID
     idempotency_key: str | None
-    request_hash: bytes
+    request_hash: bytes | None  # only with an idempotency key: it tells a replay from a reuse
     request_id: str | None
     type: str
     priority: str

@@ -92,8 +92,9 @@ def accept(
     """Commit the notification with its deliveries and outbox events (through the process's
     group-committing writer, app/ingest.py), or replay a prior accept. The caller wakes the
     relay after this returns, never before."""
-    fingerprint = request_fingerprint(request)
+    fingerprint = None
     if idempotency_key is not None:
+        fingerprint = request_fingerprint(request)
         replay = _replay(writer.engine, api_key_id, idempotency_key, fingerprint)
         if replay is not None:
             return replay
@@ -122,7 +123,8 @@ def accept(
     created_at = writer.write(new)
     if created_at is None:
         # Two requests with one Idempotency-Key raced; the other committed first.
-        replay = _replay(writer.engine, api_key_id, str(idempotency_key), fingerprint)
+        assert idempotency_key is not None and fingerprint is not None
+        replay = _replay(writer.engine, api_key_id, idempotency_key, fingerprint)
         assert replay is not None, "a skipped notification always has a committed twin"
         return replay
     return Accepted(_accepted_view(new, created_at), replayed=False)

@@ -138,13 +138,15 @@ CHANNEL_REQUIREMENTS: dict[Channel, tuple[tuple[str, ...], ...]] = {
 }
 
 
+_FIELD_OF_ALIAS = {info.alias: name for name, info in NotificationCreate.model_fields.items()}
+
+
 def missing_recipients(request: NotificationCreate) -> list[FieldError]:
     """Field errors for every channel whose recipient fields the request left out."""
-    given = request.model_dump(by_alias=True, exclude_none=True)
     errors = []
     for channel in request.channels:
         for group in CHANNEL_REQUIREMENTS[channel]:
-            if not any(name in given for name in group):
+            if all(getattr(request, _FIELD_OF_ALIAS[name]) is None for name in group):
                 errors.append(
                     FieldError(
                         field=group[0],

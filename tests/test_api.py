@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import IntegrityError
 
 from app.api.openapi import document
 from app.factory import create_app
@@ -215,6 +216,23 @@ def test_same_idempotency_key_with_different_body_is_409(
     assert response.get_json()["error"]["code"] == "idempotency_key_reused"
     with engine.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM notification")) == 1
+
+
+def test_the_request_hash_is_kept_only_for_a_notification_with_an_idempotency_key(
+    client: FlaskClient, auth: dict[str, str], engine: Engine
+) -> None:
+    keyed = post(client, auth, SEED, **{"Idempotency-Key": "order-44"}).get_json()["id"]
+    plain = post(client, auth, SEED).get_json()["id"]
+
+    with engine.connect() as conn:
+        hashes = dict(
+            conn.execute(text("SELECT CAST(id AS text), request_hash FROM notification")).all()
+        )
+        assert len(hashes[keyed]) == 32 and hashes[plain] is None
+        with pytest.raises(IntegrityError, match="notification_idempotent_has_hash"):
+            conn.execute(
+                text("UPDATE notification SET request_hash = NULL WHERE id = :id"), {"id": keyed}
+            )
 
 
 def test_get_unknown_id_is_404_and_malformed_id_is_422(
