@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from celery import Celery
 from sqlalchemy import Connection, Engine, text
 
 from app import metrics
@@ -21,7 +20,7 @@ from app.domain import Channel
 from app.settings import Settings
 from app.wake import WakeListener
 from relay.claim import ClaimedEvent, claim_due
-from relay.publish import publish
+from relay.publish import TaskPublisher
 from relay.retention import purge
 from relay.sweeper import sweep_once
 from relay.vacuum import vacuum_outbox
@@ -30,7 +29,7 @@ from tasks.celery import make_celery, priority_lists
 log = logging.getLogger(__name__)
 
 
-def dispatch_batch(engine: Engine, celery: Celery, settings: Settings) -> int:
+def dispatch_batch(engine: Engine, publisher: TaskPublisher, settings: Settings) -> int:
     """Claim, publish and mark one batch in one transaction; returns rows dispatched."""
 
     def claim_and_publish(conn: Connection) -> list[ClaimedEvent]:
@@ -39,7 +38,7 @@ def dispatch_batch(engine: Engine, celery: Celery, settings: Settings) -> int:
             # Published before the commit: if this process dies now, the rows roll back to
             # PENDING and are published again; the worker's guarded claim absorbs the duplicate
             # (as it does when a lost connection makes retried_transaction publish them twice).
-            publish(celery, events, settings.relay_task_chunk)
+            publisher.publish(events, settings.relay_task_chunk)
         return events
 
     events = retried_transaction(engine, claim_and_publish)
@@ -76,10 +75,11 @@ def run(settings: Settings, stop: threading.Event) -> None:
     """Relay until ``stop`` is set; the batch in hand is always finished first."""
 
     engine = make_engine(settings, pool_size=2, pre_ping=False)
-    celery = make_celery(settings)
+    broker = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    publisher = TaskPublisher(make_celery(settings), broker)
     listener = WakeListener(settings.redis_url)
     listener.subscribe()  # before "started": a wake-up sent after that line is never missed
-    export_gauges(engine, redis.Redis.from_url(settings.redis_url, socket_timeout=2))
+    export_gauges(engine, broker)
     metrics.serve_metrics(settings.relay_metrics_port, "relay")
     poll_seconds = settings.relay_poll_interval_ms / 1000
     gather_seconds = settings.relay_gather_ms / 1000
@@ -96,7 +96,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
                 stop.wait(max(0.0, last_claim + gather_seconds - time.monotonic()))
                 last_claim = time.monotonic()
                 while not stop.is_set() and (
-                    dispatch_batch(engine, celery, settings) == settings.relay_batch_size
+                    dispatch_batch(engine, publisher, settings) == settings.relay_batch_size
                 ):
                     pass
                 if settings.relay_vacuum_interval_seconds and time.monotonic() >= next_vacuum:

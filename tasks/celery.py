@@ -15,9 +15,14 @@ from app.settings import Settings
 PRIORITY_SEP = ":"
 
 
+def priority_list(queue: str, rank: int) -> str:
+    """The Redis list holding a queue's messages of one priority, named as kombu names it."""
+    return queue if rank == 0 else f"{queue}{PRIORITY_SEP}{rank}"
+
+
 def priority_lists(queue: str) -> list[str]:
     """The Redis lists that hold one Celery queue: one per priority (email, email:1, email:2)."""
-    return [queue if rank == 0 else f"{queue}{PRIORITY_SEP}{rank}" for rank in _PRIORITY_STEPS]
+    return [priority_list(queue, rank) for rank in _PRIORITY_STEPS]
 
 
 _PRIORITY_STEPS = sorted(p.rank for p in Priority)

@@ -6,6 +6,7 @@ import base64
 import json
 import signal
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -14,7 +15,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
 from app.domain import Channel, Priority
+from app.settings import Settings
 from app.wake import wake_relay
+from relay.claim import ClaimedEvent
+from relay.publish import TaskPublisher
+from tasks.celery import make_celery, priority_list
+from tasks.deliver import TASK_NAME
 from tests.factories import insert_backlog, outbox_counts, status_counts
 from tests.processes import Processes, wait_for
 from tests.standins.smtp import SmtpStandIn
@@ -43,6 +49,38 @@ def queue_length(client: redis.Redis) -> int:
 def all_delivery_ids(engine: Engine) -> set[str]:
     with engine.connect() as conn:
         return {str(i) for i in conn.scalars(text("SELECT id FROM delivery"))}
+
+
+def test_the_relays_task_message_is_the_one_celery_send_task_enqueues_but_for_its_ids(
+    base_settings: Settings, redis_client: redis.Redis
+) -> None:
+    celery = make_celery(base_settings)
+    ids = [str(uuid.uuid4()) for _ in range(300)]  # long enough for argsrepr to be cut short
+    queue = priority_list(Channel.EMAIL.queue, Priority.HIGH.rank)
+    celery.send_task(TASK_NAME, args=(ids,), queue="email", routing_key="email", priority=0)
+    theirs = json.loads(redis_client.rpop(queue))
+    events = [ClaimedEvent(i, "EMAIL", Priority.HIGH.rank, None, None) for i in ids]
+    assert TaskPublisher(celery, redis_client).publish(events, 500) == 1
+    ours = json.loads(redis_client.rpop(queue))
+
+    assert json.loads(base64.b64decode(ours["body"])) == json.loads(
+        base64.b64decode(theirs["body"])
+    )
+    own = {"id", "root_id", "argsrepr"}
+    assert {k: v for k, v in ours["headers"].items() if k not in own} == {
+        k: v for k, v in theirs["headers"].items() if k not in own
+    }
+    assert (
+        ours["headers"]["id"] == ours["headers"]["root_id"] == ours["properties"]["correlation_id"]
+    )
+    assert ours["headers"]["argsrepr"] == repr((ids,))[:1021] + "..."  # cut as send_task cuts
+    unique = {"correlation_id", "delivery_tag"}
+    assert {k: v for k, v in ours["properties"].items() if k not in unique} == {
+        k: v for k, v in theirs["properties"].items() if k not in unique
+    }
+    assert {k: v for k, v in ours.items() if k not in ("body", "headers", "properties")} == {
+        k: v for k, v in theirs.items() if k not in ("body", "headers", "properties")
+    }
 
 
 def test_two_relays_publish_each_of_5000_deliveries_exactly_once(
