@@ -66,6 +66,8 @@ def retried_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
 def ensure_database(database_url: str) -> bool:
     """Create the database named in the URL if it is missing. Returns True if created."""
     url = sqlalchemy_url(database_url)
+    if not url.database:
+        raise ValueError("the database URL names no database")
     admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:

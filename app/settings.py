@@ -282,7 +282,7 @@ class Settings:
             raw = environ.get(f.metadata["env"])
             if raw is None:
                 continue
-            kind = type(f.default)
+            kind: type[Any] = type(f.default)
             try:
                 values[f.name] = _bool(raw) if kind is bool else kind(raw)
             except ValueError as exc:

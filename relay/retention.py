@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, TextClause, text
 
 from app.db import transaction
 from app.settings import Settings
@@ -55,7 +55,9 @@ def purge(engine: Engine, settings: Settings, max_batches: int = 100) -> Purged:
     return Purged(outbox, audit)
 
 
-def _purge(engine: Engine, statement: object, age: float, settings: Settings, batches: int) -> int:
+def _purge(
+    engine: Engine, statement: TextClause, age: float, settings: Settings, batches: int
+) -> int:
     total = 0
     for _ in range(batches):
         with transaction(engine) as conn:

@@ -108,7 +108,7 @@ def judge(settings: Settings, message: Message, outcome: Outcome) -> DeliveryRes
 
 
 def send_all(context: WorkerContext, messages: Sequence[Message]) -> list[DeliveryResult]:
-    results = []
+    results: list[DeliveryResult] = []
     by_channel = groupby(sorted(messages, key=lambda m: m.channel), key=lambda m: m.channel)
     for channel, group in by_channel:
         batch = list(group)

@@ -28,12 +28,13 @@ def _factories(
     from tasks.channels.sms import TwilioSmsProvider
     from tasks.channels.webhook import HttpWebhookProvider
 
+    email: dict[str, Callable[[], Provider]] = {
+        "smtp": lambda: SmtpEmailProvider(settings),
+        "noop": NoopProvider,
+        "log": LogProvider,
+    }
     return {
-        Channel.EMAIL: {
-            "smtp": lambda: SmtpEmailProvider(settings),
-            "noop": NoopProvider,
-            "log": LogProvider,
-        }[settings.email_provider],
+        Channel.EMAIL: email[settings.email_provider],
         Channel.IN_APP: lambda: InAppProvider(settings),
         Channel.PUSH: lambda: PushProvider(settings, _required(engine), push_senders(settings)),
         Channel.SMS: (
