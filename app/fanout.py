@@ -14,13 +14,15 @@ from typing import Any
 import orjson
 import redis
 
+from app.pubsub import channel
+
 log = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "inapp:user:"
 
 
-def user_channel(user_id: str) -> str:
-    return CHANNEL_PREFIX + user_id
+def user_channel(client: redis.Redis, user_id: str) -> str:
+    return channel(client, CHANNEL_PREFIX + user_id)
 
 
 def item_event(item: dict[str, Any], unread_count: int) -> dict[str, Any]:
@@ -40,7 +42,7 @@ def publish(client: redis.Redis, user_id: str, event: dict[str, Any]) -> int | N
     Redis could not be reached (the inbox is the record, so that loses nothing: sockets read
     what they missed when they reconnect)."""
     try:
-        return int(client.publish(user_channel(user_id), orjson.dumps(event)))
+        return int(client.publish(user_channel(client, user_id), orjson.dumps(event)))
     except redis.RedisError as exc:
         log.warning("inbox event for a user not published: %s", exc)
         return None

@@ -26,6 +26,7 @@ from redis.retry import Retry
 
 from app import metrics
 from app.fanout import CHANNEL_PREFIX, user_channel
+from app.pubsub import channel as scoped_channel
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,8 @@ class Hub:
             retry=Retry(NoBackoff(), 0),
             client_name=CLIENT_NAME,
         )
-        self._control = f"inapp:control:{uuid.uuid4().hex}"
+        self._control = scoped_channel(self._client, f"inapp:control:{uuid.uuid4().hex}")
+        self._user_prefix = scoped_channel(self._client, CHANNEL_PREFIX)
         self._lock = threading.Lock()
         self._by_user: dict[str, set[Mailbox]] = {}
         self._subscribed: dict[str, threading.Event] = {}
@@ -106,7 +108,7 @@ class Hub:
         anything committed after this returns reaches the mailbox."""
         self._start()
         mailbox = Mailbox(user_id)
-        channel = user_channel(user_id)
+        channel = user_channel(self._client, user_id)
         with self._lock:
             if self._count >= self.max_connections or self._stopping:
                 return None
@@ -132,7 +134,7 @@ class Hub:
             self._count -= 1
             if not mailboxes:
                 del self._by_user[mailbox.user_id]
-                self._subscribed.pop(user_channel(mailbox.user_id), None)
+                self._subscribed.pop(user_channel(self._client, mailbox.user_id), None)
         metrics.WEBSOCKETS_OPEN.dec()
         self._wake_listener()
 
@@ -213,14 +215,14 @@ class Hub:
                     ready.set()
             elif kind == "unsubscribe":
                 confirmed.discard(channel)
-            elif kind == "message" and channel.startswith(CHANNEL_PREFIX):
-                self._forward(channel[len(CHANNEL_PREFIX) :], message["data"])
+            elif kind == "message" and channel.startswith(self._user_prefix):
+                self._forward(channel[len(self._user_prefix) :], message["data"])
 
     def _reconcile(self, pubsub: Any, requested: set[str], confirmed: set[str]) -> None:
         """Subscribe to the channels of users with a socket here, and only those."""
         self._wake_pending = False
         with self._lock:
-            wanted = {user_channel(user) for user in self._by_user}
+            wanted = {user_channel(self._client, user) for user in self._by_user}
             live = wanted & confirmed & requested
             already = [self._subscribed[c] for c in live if c in self._subscribed]
         for ready in already:

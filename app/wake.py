@@ -13,6 +13,8 @@ import time
 
 import redis
 
+from app.pubsub import channel
+
 log = logging.getLogger(__name__)
 
 WAKE_CHANNEL = "outbox:wake"
@@ -21,7 +23,7 @@ WAKE_CHANNEL = "outbox:wake"
 def wake_relay(client: redis.Redis) -> None:
     """Tell every relay there is work. Never fails the caller: the rows are committed already."""
     try:
-        client.publish(WAKE_CHANNEL, b"")
+        client.publish(channel(client, WAKE_CHANNEL), b"")
     except redis.RedisError as exc:
         log.debug("relay wake-up not sent (%s); relays will poll", type(exc).__name__)
 
@@ -97,7 +99,7 @@ class WakeListener:
     def _subscribed(self) -> redis.client.PubSub:
         if self._pubsub is None:
             pubsub = self._client.pubsub()
-            pubsub.subscribe(WAKE_CHANNEL)
+            pubsub.subscribe(channel(self._client, WAKE_CHANNEL))
             self._pubsub = pubsub
         return self._pubsub
 

@@ -141,7 +141,9 @@ async def bench(args: argparse.Namespace, port: int, secret: str, worker_pid: in
             waiters.append(asyncio.get_running_loop().create_future())
             s.waiters[item_id] = waiters[-1]
         sent_at = time.perf_counter()
-        receivers.add(await client.publish(fanout.user_channel("target"), orjson.dumps(event)))
+        receivers.add(
+            await client.publish(fanout.user_channel(client, "target"), orjson.dumps(event))
+        )
         arrived = await asyncio.wait_for(asyncio.gather(*waiters), 5)
         latencies.append((max(arrived) - sent_at) * 1000)
         await asyncio.sleep(args.interval_ms / 1000)

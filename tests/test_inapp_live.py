@@ -351,7 +351,9 @@ def test_a_client_too_slow_to_read_its_events_is_closed_with_4429(
     # The client stops reading; far more events than a socket may queue arrive meanwhile.
     pipe = redis_client.pipeline(transaction=False)
     for n in range(MAILBOX_LIMIT * 3):
-        pipe.publish(user_channel("slow"), json.dumps(deleted_event([f"{n:08d}" * 1000], 0)))
+        pipe.publish(
+            user_channel(redis_client, "slow"), json.dumps(deleted_event([f"{n:08d}" * 1000], 0))
+        )
     pipe.execute()
     time.sleep(1)
 

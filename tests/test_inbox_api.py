@@ -18,6 +18,7 @@ from sqlalchemy import Engine, text
 from app import ws_tokens
 from app.api.openapi import document
 from app.factory import create_app
+from app.fanout import user_channel
 from app.settings import Settings, SettingsError
 from tasks.channels import build_providers
 from tasks.deliver import WorkerContext, deliver_ids
@@ -106,7 +107,7 @@ def test_read_and_delete_publish_to_the_users_channel(
     redis_client: redis.Redis,
 ) -> None:
     subscriber = redis_client.pubsub(ignore_subscribe_messages=True)
-    subscriber.subscribe("inapp:user:ana")
+    subscriber.subscribe(user_channel(redis_client, "ana"))
     subscriber.get_message(timeout=1)
 
     client.post(f"/api/v1/users/ana/inbox/{items[0]['id']}/read", headers=auth)
