@@ -23,12 +23,17 @@ from tests.standins.sms import SmsGatewayStandIn
 from tests.standins.smtp import SmtpStandIn
 from tests.standins.webhook import WebhookReceiver
 
+# pytest-xdist runs the suite in parallel processes (gw0, gw1, ...): each has a database and a
+# Redis database of its own (Redis pub/sub channels are scoped to the database, app/pubsub.py).
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_WORKER_INDEX = int(XDIST_WORKER[2:]) if XDIST_WORKER.startswith("gw") else 0
 TEST_DATABASE_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/notifications_test"
-)
+) + (f"_{XDIST_WORKER}" if XDIST_WORKER else "")
 SMS_ACCOUNT_SID = "AC0123456789abcdef0123456789abcdef"
 SMS_AUTH_TOKEN = "sms-auth-token-for-tests"
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15").rsplit("/", 1)
+TEST_REDIS_URL = f"{_REDIS_URL[0]}/{int(_REDIS_URL[1]) - _WORKER_INDEX}"
 TABLES = (
     "inbox_item, audit_log, outbox_event, delivery_device, push_device, delivery, notification,"
     " api_key"
