@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import redis
+import redis.asyncio
 
 from app.pubsub import channel
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 CHANNEL_PREFIX = "inapp:user:"
 
 
-def user_channel(client: redis.Redis, user_id: str) -> str:
+def user_channel(client: redis.Redis | redis.asyncio.Redis, user_id: str) -> str:
     return channel(client, CHANNEL_PREFIX + user_id)
 
 

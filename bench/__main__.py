@@ -9,6 +9,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from bench import floors, harness, peer, pipeline
@@ -72,7 +73,7 @@ def run(quick: bool) -> tuple[list[Row], list[str]]:
     configs = {(2, 8): 0.0, (3, 4): 0.0, (4, 4): 0.0}
     for workers, threads in configs:
         configs[(workers, threads)] = harness.median_of(
-            runs, lambda w=workers, t=threads: pipeline.api_rate(engine, w, t, seconds)
+            runs, partial(pipeline.api_rate, engine, workers, threads, seconds)
         )
     (best_w, best_t), api = max(configs.items(), key=lambda kv: kv[1])
     notes.append(

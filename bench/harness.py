@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import redis
 from sqlalchemy import Engine, text
@@ -45,7 +46,7 @@ SETTINGS = Settings(
 )
 
 
-def settings(**overrides: object) -> Settings:
+def settings(**overrides: Any) -> Settings:
     return replace(SETTINGS, **overrides)
 
 

@@ -46,7 +46,7 @@ class Socket:
         self.port = port
         self.token = token
         self.ready = asyncio.Event()
-        self.closed: tuple[int, str] | None = None
+        self.closed: tuple[int, str | None] | None = None
         self.waiters: dict[str, asyncio.Future[float]] = {}
 
     async def run(self) -> None:

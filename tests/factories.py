@@ -46,11 +46,11 @@ def insert_backlog(
 
 def status_counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
-        rows = conn.execute(text("SELECT status, count(*) FROM delivery GROUP BY status"))
-        return {row.status: row.count for row in rows}
+        rows = conn.execute(text("SELECT status, count(*) AS n FROM delivery GROUP BY status"))
+        return {row.status: row.n for row in rows}
 
 
 def outbox_counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
-        rows = conn.execute(text("SELECT status, count(*) FROM outbox_event GROUP BY status"))
-        return {row.status: row.count for row in rows}
+        rows = conn.execute(text("SELECT status, count(*) AS n FROM outbox_event GROUP BY status"))
+        return {row.status: row.n for row in rows}
