@@ -100,19 +100,33 @@ def fcm(fcm_server: FcmStandIn) -> FcmStandIn:
 
 
 @pytest.fixture(scope="session")
-def gateway() -> Iterator[SmsGatewayStandIn]:
+def gateway_server() -> Iterator[SmsGatewayStandIn]:
     server = SmsGatewayStandIn(SMS_ACCOUNT_SID, SMS_AUTH_TOKEN)
     server.start()
     yield server
     server.stop()
 
 
+@pytest.fixture
+def gateway(gateway_server: SmsGatewayStandIn) -> SmsGatewayStandIn:
+    """The SMS gateway stand-in with no plans and nothing received."""
+    gateway_server.clear()
+    return gateway_server
+
+
 @pytest.fixture(scope="session")
-def receiver() -> Iterator[WebhookReceiver]:
+def receiver_server() -> Iterator[WebhookReceiver]:
     server = WebhookReceiver()
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def receiver(receiver_server: WebhookReceiver) -> WebhookReceiver:
+    """The webhook receiver with no plans and nothing received (tests run in any order)."""
+    receiver_server.clear()
+    return receiver_server
 
 
 @pytest.fixture(scope="session")
