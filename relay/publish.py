@@ -50,10 +50,8 @@ class TaskPublisher:
 
     def __init__(self, celery: Celery, client: redis.Redis) -> None:
         self._celery = celery
-        self._amqp = celery.amqp
         self._client = client
         self._origin = anon_nodename()  # as send_task names the publishing process
-        self._argsrepr_maxsize = celery.amqp.argsrepr_maxsize
 
     def publish(self, events: Sequence[ClaimedEvent], chunk_size: int) -> int:
         """Publish every event; raises if Redis refuses, so the caller's claim rolls back."""
@@ -78,10 +76,11 @@ class TaskPublisher:
         args = (delivery_ids,)
         # What Flower shows as the task's args. send_task's saferepr walks the list item by
         # item; repr, cut at the same length, shows the same ids for a fraction of the cost.
+        amqp = self._celery.amqp
         argsrepr = repr(args)
-        if len(argsrepr) > self._argsrepr_maxsize:
-            argsrepr = argsrepr[: self._argsrepr_maxsize - 3] + "..."
-        headers, properties, body, _ = self._amqp.as_task_v2(
+        if len(argsrepr) > amqp.argsrepr_maxsize:
+            argsrepr = argsrepr[: amqp.argsrepr_maxsize - 3] + "..."
+        headers, properties, body, _ = amqp.as_task_v2(
             task_id,
             TASK_NAME,
             args=args,

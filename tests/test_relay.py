@@ -63,24 +63,22 @@ def test_the_relays_task_message_is_the_one_celery_send_task_enqueues_but_for_it
     assert TaskPublisher(celery, redis_client).publish(events, 500) == 1
     ours = json.loads(redis_client.rpop(queue))
 
+    def without(message: dict[str, Any], *keys: str) -> dict[str, Any]:
+        return {k: v for k, v in message.items() if k not in keys}
+
     assert json.loads(base64.b64decode(ours["body"])) == json.loads(
         base64.b64decode(theirs["body"])
     )
-    own = {"id", "root_id", "argsrepr"}
-    assert {k: v for k, v in ours["headers"].items() if k not in own} == {
-        k: v for k, v in theirs["headers"].items() if k not in own
-    }
+    own = ("id", "root_id", "argsrepr")
+    assert without(ours["headers"], *own) == without(theirs["headers"], *own)
     assert (
         ours["headers"]["id"] == ours["headers"]["root_id"] == ours["properties"]["correlation_id"]
     )
     assert ours["headers"]["argsrepr"] == repr((ids,))[:1021] + "..."  # cut as send_task cuts
-    unique = {"correlation_id", "delivery_tag"}
-    assert {k: v for k, v in ours["properties"].items() if k not in unique} == {
-        k: v for k, v in theirs["properties"].items() if k not in unique
-    }
-    assert {k: v for k, v in ours.items() if k not in ("body", "headers", "properties")} == {
-        k: v for k, v in theirs.items() if k not in ("body", "headers", "properties")
-    }
+    unique = ("correlation_id", "delivery_tag")
+    assert without(ours["properties"], *unique) == without(theirs["properties"], *unique)
+    envelope = ("body", "headers", "properties")
+    assert without(ours, *envelope) == without(theirs, *envelope)
 
 
 def test_two_relays_publish_each_of_5000_deliveries_exactly_once(
