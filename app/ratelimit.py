@@ -3,8 +3,9 @@
 The bucket refills at ``RATE_LIMIT_PER_SECOND`` up to ``RATE_LIMIT_BURST``; a request takes one
 token or is refused with 429 and the seconds until one is back. Each API process takes tokens
 from Redis in small leases (up to a twentieth of the burst, at most 50, kept for a second), so
-Redis is asked about once per lease instead of once per request; a lease unused within its
-second is dropped, so a key never exceeds its rate by more than one lease per process. If Redis
+Redis is asked about once per lease instead of once per request. Leases fetched at the same
+moment by concurrent requests add up; what is unused a second after the last fetch is dropped,
+so a key's tokens are spent within a second of leaving the bucket. If Redis
 cannot be reached the request is let through: an outage of the limiter must not become an
 outage of the API.
 """
@@ -73,7 +74,13 @@ class RateLimiter:
             return
         if int(granted) >= 1:
             with self._lock:
-                self._leases[key_id] = (int(granted) - 1, time.monotonic() + LEASE_SECONDS)
+                # Requests of other threads may have fetched leases meanwhile: tokens taken from
+                # the bucket are added to what is left, never dropped, or concurrent requests
+                # would spend the key's rate on tokens nobody uses.
+                left, until = self._leases.get(key_id, (0, 0.0))
+                now = time.monotonic()
+                left = left if until > now else 0
+                self._leases[key_id] = (left + int(granted) - 1, now + LEASE_SECONDS)
             return
         wait = max(1, math.ceil((1 - float(tokens)) / self.per_second))
         raise ApiError(

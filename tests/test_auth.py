@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import re
 import subprocess
+import threading
+import time
 import uuid
 from dataclasses import replace
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
 from app.auth import create_api_key
+from app.errors import ApiError
 from app.factory import create_app
+from app.ratelimit import RateLimiter
 from app.settings import Settings
 from tests.processes import BIN, settings_env
 from tests.test_api import SEED
@@ -188,3 +193,33 @@ def test_database_tls_mode_passes_through_database_url(settings: Settings) -> No
     assert refused.returncode != 0
     assert "SSL" in refused.stderr
     assert allowed.returncode == 0
+
+
+def test_concurrent_requests_spend_no_more_of_the_bucket_than_they_use(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # No refill within the test: what leaves the bucket is what was taken.
+    limiter = RateLimiter(redis_client, per_second=0.001, burst=1000)  # leases of 50
+    key_id = uuid.uuid4()
+    start = threading.Barrier(8)
+    refused: list[ApiError] = []
+
+    def requests() -> None:
+        start.wait()
+        for _ in range(50):
+            try:
+                limiter.check(key_id)
+            except ApiError as exc:
+                refused.append(exc)
+            time.sleep(0.0005)  # a request's own I/O, during which the others run
+
+    threads = [threading.Thread(target=requests) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    tokens = float(redis_client.hget(f"ratelimit:{key_id}", "tokens") or 0)
+    assert refused == []  # 400 requests against a burst of 1000
+    # The bucket gave the 400 and at most the one lease still unspent.
+    assert 1000 - 400 - limiter.lease_size <= tokens < 1000 - 400 + 1
