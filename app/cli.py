@@ -73,30 +73,38 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     _fresh_multiproc_dir()
     _raise_open_files_limit()
     from gunicorn.app.base import BaseApplication
-    from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
-
-    from app.factory import create_app
 
     class _Gunicorn(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             self.cfg.set("bind", f"{args.host}:{args.port}")
             self.cfg.set("workers", settings.api_workers)
-            # gthread (app/serving.py): HTTP requests on API_THREADS threads, and one more
-            # thread for each WebSocket (flask-sock holds its request's thread for the socket's
-            # life), up to WS_MAX_CONNECTIONS; the sockets past that are refused, so HTTP always
-            # has its threads. See bench/RESULTS.md for why gthread and not gevent.
-            threads = settings.api_threads + settings.ws_max_connections
-            self.cfg.set("worker_class", "app.serving.HoldingThreadWorker")
-            self.cfg.set("threads", threads)
-            self.cfg.set("worker_connections", threads + 100)
+            # gevent: every connection is a greenlet, so a request waiting on PostgreSQL or
+            # Redis costs a greenlet switch, not a thread switch and a fight for the GIL
+            # (bench/RESULTS.md: the accepts of 2 processes × 8 threads cost 22 context
+            # switches each; under gevent 2). Each WebSocket holds its connection for its
+            # life; the sockets past WS_MAX_CONNECTIONS are refused, so HTTP always has its
+            # API_CONNECTIONS.
+            self.cfg.set("worker_class", "gevent")
+            self.cfg.set(
+                "worker_connections", settings.api_connections + settings.ws_max_connections
+            )
             self.cfg.set("graceful_timeout", 20)
             self.cfg.set("child_exit", _child_exit)
             self.cfg.set("post_worker_init", _close_sockets_on_sigterm)
 
         def load(self):  # type: ignore[no-untyped-def]
+            # In the worker, after gevent patched the standard library. The app is imported
+            # only here, so that no class of it was made from an unpatched threading.Thread.
+            from psycogreen.gevent import patch_psycopg
+
+            from app.factory import create_app
+
+            patch_psycopg()  # psycopg2 waits for PostgreSQL through gevent, not by blocking
             return create_app(settings)
 
     def _child_exit(_server: object, worker: Any) -> None:
+        from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
+
         GunicornInternalPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)
 
     def _close_sockets_on_sigterm(worker: Any) -> None:

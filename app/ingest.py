@@ -1,10 +1,11 @@
-"""Group commit: the accepts of one API process's request threads, written together.
+"""Group commit: the accepts of one API process's requests, written together.
 
-Each request thread hands its notification to the process's one writer thread and waits. The
+Each request hands its notification to the process's one writer and waits (requests and the
+writer are greenlets under the API's gevent worker, threads elsewhere, as in the tests). The
 writer takes everything waiting (up to ``MAX_BATCH``), writes it with one statement on an
 autocommit connection, and answers each waiting request only after that statement committed, so
 accepted still means committed. Under light load a batch is a single notification and costs one
-thread hand-off; under load batches grow while the previous one commits, and PostgreSQL logs and
+hand-off; under load batches grow while the previous one commits, and PostgreSQL logs and
 flushes one transaction for many notifications. The batch travels as one JSON parameter of a
 statement prepared once per connection: no per-request planning, no per-column array
 adaptation (bench/RESULTS.md has the measurements).
@@ -150,7 +151,7 @@ class _Waiting:
 
 
 class AcceptWriter:
-    """The process's writer thread; ``write()`` blocks until the notification is committed.
+    """The process's writer; ``write()`` blocks until the notification is committed.
 
     Started on first use, so it lives in the process that serves requests (after gunicorn
     forks). It keeps one connection of ``engine`` (an autocommit engine: the statement commits

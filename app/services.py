@@ -41,16 +41,14 @@ class Services:
             settings=settings,
             # No ping per checkout: it would double the round trips of every request. A dead
             # connection fails one request (503) and SQLAlchemy then refreshes the whole pool.
-            engine=make_engine(settings, pool_size=settings.api_threads, pre_ping=False),
+            engine=make_engine(settings, pool_size=settings.api_db_pool_size, pre_ping=False),
             redis=broker,
             available_channels=available_channels(settings),
             key_cache=KeyCache(settings.api_key_cache_seconds),
             # A batch of accepts is one autocommitted round trip (app/ingest.py); its own pool
             # saves setting and resetting the isolation level on every checkout.
             ingest=AcceptWriter(
-                make_engine(
-                    settings, pool_size=settings.api_threads, pre_ping=False, autocommit=True
-                ),
+                make_engine(settings, pool_size=1, pre_ping=False, autocommit=True),
                 on_written=waker.wake,
             ),
             rate_limiter=RateLimiter(

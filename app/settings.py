@@ -51,8 +51,15 @@ class Settings:
     api_host: str = _setting("API_HOST", "0.0.0.0", "Address `notification-service api` binds.")
     api_port: int = _setting("API_PORT", 8080, "Port `notification-service api` binds.")
     api_workers: int = _setting("API_WORKERS", 2, "gunicorn worker processes.")
-    api_threads: int = _setting(
-        "API_THREADS", 8, "Threads per gunicorn worker (gthread) for HTTP requests."
+    api_connections: int = _setting(
+        "API_CONNECTIONS",
+        1000,
+        "HTTP connections one gunicorn worker (gevent) serves at once, kept-alive ones included.",
+    )
+    api_db_pool_size: int = _setting(
+        "API_DB_POOL_SIZE",
+        8,
+        "PostgreSQL connections per API worker for reads (as many again at peaks); more wait.",
     )
     api_max_body_bytes: int = _setting(
         "API_MAX_BODY_BYTES", 65536, "Largest accepted request body; larger → 413."
@@ -261,7 +268,7 @@ class Settings:
     ws_max_connections: int = _setting(
         "WS_MAX_CONNECTIONS",
         1000,
-        "WebSockets per API worker process, each holding a gthread thread; past it → close 1013.",
+        "WebSockets per API worker process, each holding a connection; past it → close 1013.",
     )
     ws_max_connections_per_user: int = _setting(
         "WS_MAX_CONNECTIONS_PER_USER",

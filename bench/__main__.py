@@ -70,19 +70,19 @@ def run(quick: bool) -> tuple[list[Row], list[str]]:
     bare = sorted(b for b, _ in api_floors)[len(api_floors) // 2]
     naive_api = sorted(n for _, n in api_floors)[len(api_floors) // 2]
     stage("our API")
-    configs = {(2, 8): 0.0, (3, 4): 0.0, (4, 4): 0.0}
-    for workers, threads in configs:
-        configs[(workers, threads)] = harness.median_of(
-            runs, partial(pipeline.api_rate, engine, workers, threads, seconds)
+    configs = {2: 0.0, 3: 0.0, 4: 0.0}
+    for workers in configs:
+        configs[workers] = harness.median_of(
+            runs, partial(pipeline.api_rate, engine, workers, seconds)
         )
-    (best_w, best_t), api = max(configs.items(), key=lambda kv: kv[1])
+    best_w, api = max(configs.items(), key=lambda kv: kv[1])
     notes.append(
-        "API configurations (gunicorn, app/serving.py's worker, workers × threads → accepted/s): "
-        + ", ".join(f"{w}×{t} → {r:,.0f}" for (w, t), r in configs.items())
+        "API configurations (gunicorn gevent workers → accepted/s): "
+        + ", ".join(f"{w} → {r:,.0f}" for w, r in configs.items())
     )
     rows.append(
         Row(
-            f"API accepted/s, one channel ({best_w} workers × {best_t} threads)",
+            f"API accepted/s, one channel ({best_w} gevent workers)",
             api,
             "bare Flask",
             bare,

@@ -1,6 +1,6 @@
 """One API process holding many idle WebSockets: what it costs, and how fast a broadcast is.
 
-Starts ``notification-service api`` (one gunicorn gthread worker) on a free port, opens
+Starts ``notification-service api`` (one gunicorn gevent worker) on a free port, opens
 ``--idle`` sockets of distinct users plus ``--tabs`` sockets of one target user from a single
 asyncio client (wsproto, so the client side needs no thread per socket), then publishes
 ``--samples`` inbox events to the target user's Redis channel, the way the IN_APP provider

@@ -42,7 +42,7 @@ def _worker(name: str, concurrency: int = 4, **env: str):  # type: ignore[no-unt
     return harness.process(name, argv, harness.env_for(harness.SETTINGS, **extra))
 
 
-def _api(workers: int, threads: int):  # type: ignore[no-untyped-def]
+def _api(workers: int):  # type: ignore[no-untyped-def]
     argv = [
         str(harness.BIN / "notification-service"),
         "api",
@@ -51,18 +51,16 @@ def _api(workers: int, threads: int):  # type: ignore[no-untyped-def]
         "--port",
         str(API_PORT),
     ]
-    env = {"API_WORKERS": str(workers), "API_THREADS": str(threads)}
-    return harness.process(
-        f"api-{workers}x{threads}", argv, harness.env_for(harness.SETTINGS, **env)
-    )
+    env = {"API_WORKERS": str(workers)}
+    return harness.process(f"api-{workers}", argv, harness.env_for(harness.SETTINGS, **env))
 
 
-def api_rate(engine: Engine, workers: int, threads: int, seconds: int = 10) -> float:
+def api_rate(engine: Engine, workers: int, seconds: int = 10) -> float:
     """Accepted notifications/s (one channel) through gunicorn, wrk -c32."""
     harness.reset(engine)
     key = create_api_key(engine, "bench-api").key
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
-    with _api(workers, threads):
+    with _api(workers):
         harness.wait_http(f"http://127.0.0.1:{API_PORT}/api/v1/health/live")
         url = f"http://127.0.0.1:{API_PORT}/api/v1/notifications"
         harness.warm_up(url, SEED_BODY, headers)
@@ -145,7 +143,7 @@ def live(engine: Engine, rate: float, seconds: float, chunk: int, worker_threads
     with ExitStack() as stack:
         # One API process: at these rates it is not CPU-bound, and a second one only adds
         # CPU contention on two cores (2 x 8 gave p50 31 ms where 1 x 8 gave 22, same run).
-        stack.enter_context(_api(1, 8))
+        stack.enter_context(_api(1))
         stack.enter_context(_worker("live-worker", worker_threads))
         stack.enter_context(_relay("live-relay", RELAY_TASK_CHUNK=str(chunk)))
         harness.wait_http(f"http://127.0.0.1:{API_PORT}/api/v1/health/live")

@@ -48,7 +48,7 @@ def main() -> None:
     samples: list[dict[str, float]] = []
     with ExitStack() as stack:
         processes = {
-            "api": stack.enter_context(pipeline._api(2, 8)),
+            "api": stack.enter_context(pipeline._api(2)),
             "worker": stack.enter_context(pipeline._worker("soak-worker", 4)),
             "relay": stack.enter_context(pipeline._relay("soak-relay", RELAY_TASK_CHUNK="10")),
         }
@@ -90,7 +90,7 @@ def main() -> None:
     )
     section = (
         f"{BEGIN}\n## Soak: {args.rate:.0f} notifications/s for {args.minutes} minutes\n\n"
-        "`python -m bench.soak` (API 2 gthread workers, one relay, one worker, no-op provider). "
+        "`python -m bench.soak` (API 2 gevent workers, one relay, one worker, no-op provider). "
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores.\n\n"
         "| minute | API RSS MiB (master + workers) | relay RSS MiB | worker RSS MiB "
         "| outbox lag s | sent |\n| ---: | ---: | ---: | ---: | ---: | ---: |\n"

@@ -61,7 +61,7 @@ def test_every_process_exports_metrics_that_move_by_the_right_amounts_and_logs_c
     api = processes.spawn(
         "api",
         [str(BIN / "notification-service"), "api", "--host", "127.0.0.1", "--port", str(api_port)],
-        settings_env(processes.settings, API_WORKERS="2", API_THREADS="2"),
+        settings_env(processes.settings, API_WORKERS="2", API_CONNECTIONS="50"),
         ready="Booting worker",
     )
     # One task per delivery, so provider calls can be counted exactly.

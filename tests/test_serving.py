@@ -1,7 +1,7 @@
-"""The API's gunicorn worker (app/serving.py): a thread stays on a busy kept-alive connection,
-but never so that an idle client or a busy one keeps another connection waiting. Each test runs
-one worker with two threads (one for HTTP, one for a WebSocket), so a thread held too long shows
-as a request that is never answered."""
+"""The API's gunicorn worker (gevent, app/cli.py): kept-alive connections answer request after
+request, a busy client never starves a newcomer, and a request waiting on PostgreSQL does not
+stop its process answering others. Each test runs one worker process, so a blocked event loop
+shows as a request that is never answered."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from sqlalchemy import Engine, text
 
 from tests.netutil import free_port
 from tests.processes import Processes
@@ -20,12 +21,12 @@ LIVE = "/api/v1/health/live"
 @pytest.fixture
 def port(processes: Processes) -> int:
     port = free_port()
-    processes.api(port, API_WORKERS="1", API_THREADS="1", WS_MAX_CONNECTIONS="1")
+    processes.api(port, API_WORKERS="1")
     return port
 
 
-def _get(connection: http.client.HTTPConnection) -> int:
-    connection.request("GET", LIVE)
+def _get(connection: http.client.HTTPConnection, path: str = LIVE, **headers: str) -> int:
+    connection.request("GET", path, headers=headers)
     response = connection.getresponse()
     response.read()
     return response.status
@@ -39,18 +40,6 @@ def test_one_kept_alive_connection_answers_request_after_request(port: int) -> N
     assert statuses == [200] * 30
     assert _get(connection) == 200 and connection.sock.getsockname()[1] == local_port
     connection.close()
-
-
-def test_idle_kept_alive_connections_do_not_keep_the_threads(port: int) -> None:
-    idle = [http.client.HTTPConnection("127.0.0.1", port, timeout=5) for _ in range(4)]
-    assert [_get(c) for c in idle] == [200] * 4  # each now idle, kept alive
-
-    newcomer = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    assert _get(newcomer) == 200
-    # Back on the poller, the idle connections are answered again when they speak.
-    assert [_get(c) for c in reversed(idle)] == [200] * 4
-    for connection in [*idle, newcomer]:
-        connection.close()
 
 
 def test_busy_kept_alive_clients_do_not_starve_a_new_connection(port: int) -> None:
@@ -83,3 +72,49 @@ def test_busy_kept_alive_clients_do_not_starve_a_new_connection(port: int) -> No
     assert status == 200
     assert min(sent) >= 20, "the busy clients were not both being answered"
     assert answered_at < deadline, "the new connection was answered only once the others stopped"
+
+
+def test_a_request_waiting_on_postgresql_does_not_hold_up_the_process(
+    port: int, engine: Engine, api_key: str
+) -> None:
+    answered: list[int] = []
+    with engine.connect() as holder:
+        # The key is not cached yet, so the request looks it up, and waits for this lock.
+        holder.execute(text("LOCK TABLE api_key IN ACCESS EXCLUSIVE MODE"))
+        waiting = threading.Thread(
+            target=lambda: answered.append(
+                _get(
+                    http.client.HTTPConnection("127.0.0.1", port, timeout=30),
+                    "/api/v1/notifications",
+                    Authorization=f"Bearer {api_key}",
+                )
+            )
+        )
+        waiting.start()
+        deadline = time.monotonic() + 10
+        while not _waiting_on_locks(engine) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _waiting_on_locks(engine) == 1, "the request never reached the lock"
+
+        started = time.monotonic()
+        status = _get(http.client.HTTPConnection("127.0.0.1", port, timeout=5))
+        took = time.monotonic() - started
+        assert answered == []  # still waiting on PostgreSQL
+        holder.rollback()
+    waiting.join(30)
+
+    assert status == 200 and took < 2
+    assert answered == [200]
+
+
+def _waiting_on_locks(engine: Engine) -> int:
+    # A transaction of its own each time: pg_stat_activity is read once per transaction.
+    with engine.connect() as conn:
+        return int(
+            conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND application_name = 'notification-service'"
+                )
+            )
+        )
