@@ -142,7 +142,8 @@ def live(engine: Engine, rate: float, seconds: float, chunk: int, worker_threads
 
     with ExitStack() as stack:
         # One API process: at these rates it is not CPU-bound, and a second one only adds
-        # CPU contention on two cores (2 x 8 gave p50 31 ms where 1 x 8 gave 22, same run).
+        # CPU contention on two cores (threaded worker: 2 x 8 gave p50 31 ms where 1 x 8
+        # gave 22, same run).
         stack.enter_context(_api(1))
         stack.enter_context(_worker("live-worker", worker_threads))
         stack.enter_context(_relay("live-relay", RELAY_TASK_CHUNK=str(chunk)))

@@ -20,6 +20,7 @@ from app.auth import create_api_key
 from app.db import make_engine
 from app.ingest import AcceptWriter, NewDelivery, NewNotification, prepare, write_batch
 from app.settings import Settings
+from tests.factories import wait_for_lock_waiter
 
 WAIT = 10.0  # seconds: every bounded wait below
 
@@ -83,18 +84,6 @@ def in_threads(calls: list[Callable[[], Any]]) -> tuple[list[Any], list[threadin
     for t in threads:
         t.start()
     return outcomes, threads
-
-
-def wait_for_lock_waiter(engine: Engine) -> None:
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        with engine.connect() as conn:
-            if conn.scalar(
-                text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-            ):
-                return
-        time.sleep(0.02)
-    raise AssertionError("the writer never waited for the lock")
 
 
 def transactions_of(engine: Engine, ids: list[uuid.UUID]) -> int:

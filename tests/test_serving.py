@@ -12,6 +12,7 @@ import time
 import pytest
 from sqlalchemy import Engine, text
 
+from tests.factories import wait_for_lock_waiter
 from tests.netutil import free_port
 from tests.processes import Processes
 
@@ -91,10 +92,7 @@ def test_a_request_waiting_on_postgresql_does_not_hold_up_the_process(
             )
         )
         waiting.start()
-        deadline = time.monotonic() + 10
-        while not _waiting_on_locks(engine) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert _waiting_on_locks(engine) == 1, "the request never reached the lock"
+        wait_for_lock_waiter(engine)
 
         started = time.monotonic()
         status = _get(http.client.HTTPConnection("127.0.0.1", port, timeout=5))
@@ -105,16 +103,3 @@ def test_a_request_waiting_on_postgresql_does_not_hold_up_the_process(
 
     assert status == 200 and took < 2
     assert answered == [200]
-
-
-def _waiting_on_locks(engine: Engine) -> int:
-    # A transaction of its own each time: pg_stat_activity is read once per transaction.
-    with engine.connect() as conn:
-        return int(
-            conn.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND application_name = 'notification-service'"
-                )
-            )
-        )
