@@ -1,4 +1,4 @@
 """Notification service core: settings, database, schemas, the Flask API and auth.
 
-The Flask app comes from ``app.factory.create_app``; importing this package starts nothing.
+The Flask app comes from ``app.api.factory.create_app``; importing this package starts nothing.
 """

@@ -14,16 +14,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from app.auth import DEFAULT_SCOPES, SCOPES
-from app.domain import Channel
-from app.logs import configure_logging
-from app.settings import Settings, mask_url
+from app.api.keys import DEFAULT_SCOPES, SCOPES
+from app.core.domain import Channel
+from app.core.logs import configure_logging
+from app.core.settings import Settings, mask_url
 
 ALL_QUEUES = ",".join(channel.queue for channel in Channel)
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
-    from app.db import migrate
+    from app.core.db import migrate
 
     migrate(settings.database_url)
     print(f"schema is up to date in {mask_url(settings.database_url)}")
@@ -31,8 +31,8 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_create_api_key(settings: Settings, args: argparse.Namespace) -> int:
-    from app.auth import create_api_key
-    from app.db import make_engine
+    from app.api.keys import create_api_key
+    from app.core.db import make_engine
 
     scopes = [scope.strip() for scope in args.scopes.split(",") if scope.strip()]
     unknown = set(scopes) - set(SCOPES)
@@ -97,7 +97,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
             # only here, so that no class of it was made from an unpatched threading.Thread.
             from psycogreen.gevent import patch_psycopg
 
-            from app.factory import create_app
+            from app.api.factory import create_app
 
             patch_psycopg()  # psycopg2 waits for PostgreSQL through gevent, not by blocking
             return create_app(settings)
@@ -175,8 +175,8 @@ def cmd_flower(settings: Settings, _args: argparse.Namespace) -> int:
 
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     """Everything in the foreground: API, relay, workers for every queue, Flower."""
-    from app.auth import create_api_key
-    from app.db import make_engine, migrate
+    from app.api.keys import create_api_key
+    from app.core.db import make_engine, migrate
 
     migrate(settings.database_url)
     engine = make_engine(settings, pool_size=1)

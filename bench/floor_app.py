@@ -7,7 +7,7 @@ import uuid
 from flask import Flask, Response, request
 from sqlalchemy import text
 
-from app.db import make_engine
+from app.core.db import make_engine
 from bench.harness import SETTINGS
 
 app = Flask(__name__)

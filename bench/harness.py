@@ -19,8 +19,8 @@ from typing import Any
 import redis
 from sqlalchemy import Engine, text
 
-from app.db import ensure_database, make_engine, migrate
-from app.settings import Settings
+from app.core.db import ensure_database, make_engine, migrate
+from app.core.settings import Settings
 
 BIN = Path(sys.executable).parent
 DATABASE_URL = os.environ.get(

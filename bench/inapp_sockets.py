@@ -32,9 +32,11 @@ import redis.asyncio as aioredis
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
 
-from app import fanout, inbox, ws_tokens
-from app.db import migrate
-from app.settings import Settings
+from app.api.live import tokens
+from app.core import inbox_events
+from app.core.db import migrate
+from app.core.settings import Settings
+from app.store import inbox
 
 BIN = Path(sys.executable).parent
 
@@ -107,7 +109,7 @@ def percentile(values: list[float], q: float) -> float:
 
 async def bench(args: argparse.Namespace, port: int, secret: str, worker_pid: int) -> dict:
     def token(user: str) -> str:
-        return ws_tokens.issue(secret, user, 600).value
+        return tokens.issue(secret, user, 600).value
 
     idle = [Socket(port, token(f"idle-{i}")) for i in range(args.idle)]
     started = time.perf_counter()
@@ -133,7 +135,7 @@ async def bench(args: argparse.Namespace, port: int, secret: str, worker_pid: in
     receivers = set()
     for n in range(args.samples):
         item_id = f"bench-{n}"
-        event = fanout.item_event(
+        event = inbox_events.item_event(
             {"id": item_id, "body": "x", "cursor": inbox.encode_cursor(10**12 + n)}, 1
         )
         waiters = []
@@ -142,7 +144,7 @@ async def bench(args: argparse.Namespace, port: int, secret: str, worker_pid: in
             s.waiters[item_id] = waiters[-1]
         sent_at = time.perf_counter()
         receivers.add(
-            await client.publish(fanout.user_channel(client, "target"), orjson.dumps(event))
+            await client.publish(inbox_events.user_channel(client, "target"), orjson.dumps(event))
         )
         arrived = await asyncio.wait_for(asyncio.gather(*waiters), 5)
         latencies.append((max(arrived) - sent_at) * 1000)

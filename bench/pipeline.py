@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
-from app.auth import create_api_key
-from app.domain import Priority
+from app.api.keys import create_api_key
+from app.core.domain import Priority
 from bench import harness
 from bench.floors import SEED_BODY
 from tests.factories import insert_backlog

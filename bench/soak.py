@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from app.auth import create_api_key
+from app.api.keys import create_api_key
 from bench import harness, pipeline
 from bench.__main__ import RESULTS
 

@@ -12,19 +12,21 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 
-from app import metrics
-from app.db import make_engine, retried_transaction
-from app.domain import Channel
-from app.settings import Settings
-from app.wake import WakeListener
-from relay.claim import ClaimedEvent, claim_due
+from app.core import metrics
+from app.core.db import retried_transaction
+from app.core.domain import Channel
+from app.core.process import ProcessContext
+from app.core.routing import priority_lists
+from app.core.settings import Settings
+from app.core.wake import WakeListener
+from app.store import outbox
+from app.store.outbox import ClaimedEvent
 from relay.publish import TaskPublisher
 from relay.retention import purge
 from relay.sweeper import sweep_once
-from relay.vacuum import vacuum_outbox
-from tasks.celery import make_celery, priority_lists
+from tasks.app import make_celery
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ def dispatch_batch(engine: Engine, publisher: TaskPublisher, settings: Settings)
     """Claim, publish and mark one batch in one transaction; returns rows dispatched."""
 
     def claim_and_publish(conn: Connection) -> list[ClaimedEvent]:
-        events = claim_due(conn, settings.relay_batch_size)
+        events = outbox.claim_due(conn, settings.relay_batch_size)
         if events:
             # Published before the commit: if this process dies now, the rows roll back to
             # PENDING and are published again; the worker's guarded claim absorbs the duplicate
@@ -49,18 +51,12 @@ def dispatch_batch(engine: Engine, publisher: TaskPublisher, settings: Settings)
     return len(events)
 
 
-_OUTBOX_LAG = text(
-    "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(available_at)), 0) FROM outbox_event"
-    " WHERE status = 'PENDING' AND available_at <= now()"
-)
-
-
 def export_gauges(engine: Engine, broker: redis.Redis) -> None:
     """Outbox lag and queue depths are read when Prometheus scrapes, so they are never stale."""
 
     def outbox_lag() -> float:
         with engine.connect() as conn:
-            return float(conn.scalar(_OUTBOX_LAG) or 0)
+            return outbox.lag_seconds(conn)
 
     def depth(queue: str) -> Callable[[], float]:
         lists = priority_lists(queue)
@@ -74,12 +70,12 @@ def export_gauges(engine: Engine, broker: redis.Redis) -> None:
 def run(settings: Settings, stop: threading.Event) -> None:
     """Relay until ``stop`` is set; the batch in hand is always finished first."""
 
-    engine = make_engine(settings, pool_size=2, pre_ping=False)
-    broker = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-    publisher = TaskPublisher(make_celery(settings), broker)
+    process = ProcessContext.connect(settings, pool_size=2, redis_timeout_seconds=5.0)
+    engine = process.engine
+    publisher = TaskPublisher(make_celery(settings), process.redis)
     listener = WakeListener(settings.redis_url)
     listener.subscribe()  # before "started": a wake-up sent after that line is never missed
-    export_gauges(engine, broker)
+    export_gauges(engine, process.redis)
     metrics.serve_metrics(settings.relay_metrics_port, "relay")
     poll_seconds = settings.relay_poll_interval_ms / 1000
     gather_seconds = settings.relay_gather_ms / 1000
@@ -91,8 +87,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
             try:
                 # Woken again right after a claim (a steady stream of accepts wakes the relay
                 # once per committed API batch): let the rows gather, so they go out as one
-                # claim and larger tasks (one worker process delivers about 300/s in chunks of
-                # one and 4,900/s in chunks of 50: bench/RESULTS.md).
+                # claim and larger tasks, which a worker delivers many times faster.
                 stop.wait(max(0.0, last_claim + gather_seconds - time.monotonic()))
                 last_claim = time.monotonic()
                 while not stop.is_set() and (
@@ -101,7 +96,8 @@ def run(settings: Settings, stop: threading.Event) -> None:
                     pass
                 if settings.relay_vacuum_interval_seconds and time.monotonic() >= next_vacuum:
                     next_vacuum = time.monotonic() + settings.relay_vacuum_interval_seconds
-                    vacuum_outbox(engine)
+                    with process.statements.connect() as conn:
+                        outbox.vacuum(conn)
                 if time.monotonic() >= next_retention:
                     next_retention = time.monotonic() + settings.retention_interval_seconds
                     purge(engine, settings)
@@ -116,7 +112,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
             listener.wait(poll_seconds, stop)
     finally:
         listener.close()
-        engine.dispose()
+        process.close()
         log.info("relay stopped")
 
 

@@ -4,10 +4,9 @@ Each message is a standard Celery protocol-2 task, headers and body made by Cele
 ``amqp.as_task_v2``, in the envelope kombu's Redis transport stores (a JSON object with the body
 in base64), pushed onto the list kombu reads for the queue and priority. So stock Celery
 workers and Flower see ordinary tasks. The relay pushes a whole batch through one pipeline on
-its own long-lived Redis client: ``send_task`` cost about 1 ms of CPU per task (a new Redis
-client for every publish batch, a repr of the arguments, a queue declaration and a signal
-round), which at 500 notifications/s put 2.8 ms of publishing on every delivery's path
-(bench/RESULTS.md).
+its own long-lived Redis client: ``send_task`` costs several times more CPU per task (a new
+Redis client for every publish batch, a repr of the arguments, a queue declaration and a signal
+round), all of it on every delivery's path (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -23,11 +22,10 @@ import redis
 from celery import Celery
 from celery.utils.nodenames import anon_nodename
 
-from app.domain import Channel
-from app.logs import log_context
-from relay.claim import ClaimedEvent
-from tasks.celery import priority_list
-from tasks.deliver import TASK_NAME
+from app.core.domain import Channel
+from app.core.logs import log_context
+from app.core.routing import TASK_NAME, priority_list
+from app.store.outbox import ClaimedEvent
 
 log = logging.getLogger(__name__)
 

@@ -1,39 +1,19 @@
-"""Retention: old DISPATCHED outbox rows and old audit rows are deleted in bounded batches.
-
-Bounded so that one run never holds locks or bloats WAL for long; the relay calls it on a timer.
-"""
+"""Retention: old DISPATCHED outbox rows and old audit rows are deleted in bounded batches, one
+batch per transaction, on the relay's timer."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, TextClause, text
+from sqlalchemy import Connection, Engine
 
-from app.db import transaction
-from app.settings import Settings
+from app.core.db import transaction
+from app.core.settings import Settings
+from app.store import audit, outbox
 
 log = logging.getLogger(__name__)
-
-_PURGE_OUTBOX = text(
-    """
-    DELETE FROM outbox_event WHERE id IN (
-        SELECT id FROM outbox_event
-        WHERE status = 'DISPATCHED' AND dispatched_at < now() - make_interval(secs => :age)
-        LIMIT :limit
-    )
-    """
-)
-
-_PURGE_AUDIT = text(
-    """
-    DELETE FROM audit_log WHERE id IN (
-        SELECT id FROM audit_log
-        WHERE created_at < now() - make_interval(secs => :age)
-        LIMIT :limit
-    )
-    """
-)
 
 
 @dataclass(frozen=True)
@@ -43,26 +23,38 @@ class Purged:
 
 
 def purge(engine: Engine, settings: Settings, max_batches: int = 100) -> Purged:
-    """Delete what is past retention, one batch per transaction, at most ``max_batches`` each."""
-    outbox = _purge(
-        engine, _PURGE_OUTBOX, settings.outbox_retention_hours * 3600, settings, max_batches
+    """Delete what is past retention, at most ``max_batches`` batches of each."""
+    outbox_events = _purge(
+        engine,
+        outbox.purge_dispatched,
+        settings.outbox_retention_hours * 3600,
+        settings.retention_batch_size,
+        max_batches,
     )
-    audit = _purge(
-        engine, _PURGE_AUDIT, settings.audit_retention_days * 86400, settings, max_batches
+    audit_rows = _purge(
+        engine,
+        audit.purge,
+        settings.audit_retention_days * 86400,
+        settings.retention_batch_size,
+        max_batches,
     )
-    if outbox or audit:
-        log.info("retention deleted %d outbox events and %d audit rows", outbox, audit)
-    return Purged(outbox, audit)
+    if outbox_events or audit_rows:
+        log.info("retention deleted %d outbox events and %d audit rows", outbox_events, audit_rows)
+    return Purged(outbox_events, audit_rows)
 
 
 def _purge(
-    engine: Engine, statement: TextClause, age: float, settings: Settings, batches: int
+    engine: Engine,
+    delete: Callable[[Connection, float, int], int],
+    age: float,
+    batch_size: int,
+    batches: int,
 ) -> int:
     total = 0
     for _ in range(batches):
         with transaction(engine) as conn:
-            deleted = conn.execute(statement, {"age": age, "limit": settings.retention_batch_size})
-        total += deleted.rowcount
-        if deleted.rowcount < settings.retention_batch_size:
+            deleted = delete(conn, age, batch_size)
+        total += deleted
+        if deleted < batch_size:
             break
     return total

@@ -10,16 +10,16 @@ import logging
 
 from sqlalchemy import Engine
 
-from app import transitions
-from app.db import transaction
-from app.settings import Settings
+from app.core.db import transaction
+from app.core.settings import Settings
+from app.store import deliveries
 
 log = logging.getLogger(__name__)
 
 
 def sweep_once(engine: Engine, settings: Settings, limit: int = 1000) -> int:
     with transaction(engine) as conn:
-        redriven = transitions.sweep(
+        redriven = deliveries.sweep(
             conn,
             lease_seconds=settings.sweeper_lease_seconds,
             max_attempts=settings.delivery_max_attempts,

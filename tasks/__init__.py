@@ -1,4 +1,5 @@
-"""Celery workers: the Celery app (``tasks.celery``), the delivery task, channel providers.
+"""Celery workers: the Celery app (``tasks.app``; ``tasks.celery`` is the process's instance),
+the delivery task (``tasks.deliver``), channel providers (``tasks.channels``).
 
 ``celery -A tasks worker -Q email`` finds the app in ``tasks.celery``.
 """

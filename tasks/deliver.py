@@ -13,18 +13,17 @@ from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any
 
-from celery import Task
-from celery.signals import worker_init
-from sqlalchemy import Engine
+from celery import Task, shared_task
 
-from app import metrics, transitions
-from app.db import make_engine, retried_transaction
-from app.domain import Channel, DeliveryStatus
-from app.logs import log_context
-from app.settings import Settings
-from app.transitions import DeliveryResult
-from tasks.celery import app
-from tasks.celery import settings as celery_settings
+from app.core import metrics
+from app.core.db import retried_transaction
+from app.core.domain import Channel, DeliveryStatus
+from app.core.logs import log_context
+from app.core.process import ProcessContext
+from app.core.routing import TASK_NAME
+from app.core.settings import Settings
+from app.store import deliveries
+from app.store.deliveries import DeliveryResult
 from tasks.channels import build_providers
 from tasks.channels.base import (
     InvalidRecipient,
@@ -38,40 +37,35 @@ from tasks.channels.base import (
 
 log = logging.getLogger(__name__)
 
-TASK_NAME = "notifications.deliver"
 
+@dataclass(frozen=True, kw_only=True)
+class WorkerContext(ProcessContext):
+    """What a worker process holds: built on first use, again in each forked child. Its
+    ``statements`` engine claims and records (each one guarded statement); its ``engine`` serves
+    the providers that keep channel state in the database (PUSH devices, the inbox)."""
 
-@dataclass
-class WorkerContext:
-    """What a worker process holds: built on first use, again in each forked child."""
-
-    settings: Settings
-    # The claim and the record are one guarded statement each: on an autocommit engine each
-    # is one round trip, where BEGIN, statement, COMMIT took three.
-    statements: Engine
     providers: dict[Channel, Provider]
-    pid: int
+
+    @classmethod
+    def build(cls, settings: Settings) -> WorkerContext:
+        pool_size = max(2, settings.worker_concurrency)
+        process = ProcessContext.connect(
+            settings, pool_size=pool_size, pre_ping=True, statements_pool_size=pool_size
+        )
+        return cls.extend(process, providers=build_providers(process))
 
 
 _context: WorkerContext | None = None
 _context_lock = threading.Lock()
 
 
-def worker_context() -> WorkerContext:
+def worker_context(settings: Settings) -> WorkerContext:
     global _context
     if _context is not None and _context.pid == os.getpid():
         return _context
     with _context_lock:  # the threads pool: build one context, not one per thread
-        if _context is not None and _context.pid == os.getpid():
-            return _context
-        settings = Settings.from_env()
-        pool_size = max(2, settings.worker_concurrency)
-        _context = WorkerContext(
-            settings=settings,
-            statements=make_engine(settings, pool_size=pool_size, pre_ping=False, autocommit=True),
-            providers=build_providers(settings, make_engine(settings, pool_size=pool_size)),
-            pid=os.getpid(),
-        )
+        if _context is None or _context.pid != os.getpid():
+            _context = WorkerContext.build(settings)
     return _context
 
 
@@ -134,7 +128,7 @@ def deliver_ids(context: WorkerContext, delivery_ids: Sequence[str]) -> list[Del
     lease = context.settings.sweeper_lease_seconds
     claimed = retried_transaction(
         context.statements,
-        lambda conn: transitions.claim_for_sending(conn, delivery_ids, lease),
+        lambda conn: deliveries.claim_for_sending(conn, delivery_ids, lease),
     )
     rows = {row.id: row for row in claimed}
     for row in claimed:
@@ -145,7 +139,7 @@ def deliver_ids(context: WorkerContext, delivery_ids: Sequence[str]) -> list[Del
         return []
     results = send_all(context, messages)
     applied = retried_transaction(
-        context.statements, lambda conn: transitions.record_outcomes(conn, results)
+        context.statements, lambda conn: deliveries.record_outcomes(conn, results)
     )
     for result in results:
         status = applied.get(result.delivery_id, "not recorded (no longer SENDING)")
@@ -176,18 +170,13 @@ def _observe(row: Any, status: str, error_code: str | None) -> None:
         )
 
 
-@app.task(name=TASK_NAME, bind=True, acks_late=True, max_retries=None)
+@shared_task(name=TASK_NAME, bind=True, acks_late=True, max_retries=None)
 def deliver(self: Task, delivery_ids: list[str]) -> None:
     """Deliver a chunk of one channel's deliveries. A retryable failure is retried on its own,
     never by re-running the ids that already succeeded."""
-    for result in deliver_ids(worker_context(), delivery_ids):
+    for result in deliver_ids(worker_context(self.app.settings), delivery_ids):
         self.retry(
             args=([str(result.delivery_id)],),
             countdown=result.retry_in_seconds,
             throw=False,
         )
-
-
-@worker_init.connect
-def _serve_worker_metrics(**_: Any) -> None:
-    metrics.serve_metrics(celery_settings.worker_metrics_port, "worker")

@@ -12,10 +12,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
-from app.auth import create_api_key
-from app.db import ensure_database, make_engine, migrate
-from app.factory import create_app
-from app.settings import Settings
+from app.api.factory import create_app
+from app.api.keys import create_api_key
+from app.core.db import ensure_database, make_engine, migrate
+from app.core.settings import Settings
 from tests.processes import Processes
 from tests.standins.apns import ApnsStandIn, AuthKey, make_tls
 from tests.standins.fcm import FcmStandIn

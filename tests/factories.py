@@ -7,8 +7,8 @@ import time
 
 from sqlalchemy import Engine, text
 
-from app.auth import create_api_key
-from app.domain import Priority
+from app.api.keys import create_api_key
+from app.core.domain import Priority
 
 
 def insert_backlog(

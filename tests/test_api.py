@@ -13,9 +13,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
 
+from app.api.factory import create_app
 from app.api.openapi import document
-from app.factory import create_app
-from app.settings import Settings
+from app.core.settings import Settings
 
 SEED = {
     "type": "TRANSACTIONAL",

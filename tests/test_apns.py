@@ -15,8 +15,8 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
-from app.domain import Channel, NotificationType, Priority, PushPlatform
-from app.settings import Settings
+from app.core.domain import Channel, NotificationType, Priority, PushPlatform
+from app.core.settings import Settings
 from tasks.channels.apns import ApnsSender
 from tasks.channels.base import InvalidRecipient, Message, Outcome, Retryable, Sent
 from tasks.channels.push import Device

@@ -15,11 +15,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
-from app.auth import create_api_key
-from app.errors import ApiError
-from app.factory import create_app
-from app.ratelimit import RateLimiter
-from app.settings import Settings
+from app.api.errors import ApiError
+from app.api.factory import create_app
+from app.api.keys import create_api_key
+from app.api.ratelimit import RateLimiter
+from app.core.settings import Settings
 from tests.processes import BIN, settings_env
 from tests.test_api import SEED
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.domain import Channel, DeliveryStatus, NotificationType, Priority
-from app.settings import Settings
+from app.core.domain import Channel, DeliveryStatus, NotificationType, Priority
+from app.core.settings import Settings
 from tasks.channels.base import InvalidRecipient, Message, Permanent, Retryable, Sent
 from tasks.deliver import backoff_seconds, judge
 

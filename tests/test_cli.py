@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from app.settings import Settings
+from app.core.settings import Settings
 from tests.factories import status_counts
 from tests.inbox_client import Tab, call, in_app
 from tests.netutil import free_port

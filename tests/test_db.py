@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import ProgrammingError
 
-from app.db import make_engine, retried_transaction
-from app.settings import Settings
+from app.core.db import make_engine, retried_transaction
+from app.core.settings import Settings
 
 BACKEND_PID = text("SELECT pg_backend_pid()")
 

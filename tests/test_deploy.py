@@ -27,9 +27,9 @@ from prometheus_client.metrics import MetricWrapperBase
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
-import app.metrics
-from app.domain import Channel, Priority
-from app.settings import Settings
+import app.core.metrics
+from app.core.domain import Channel, Priority
+from app.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
@@ -124,7 +124,7 @@ def exported_metric_names() -> set[str]:
     """Every sample name the service exposes: app/metrics.py's metrics in their exposition
     forms, plus prometheus-flask-exporter's request metrics it documents."""
     names = set()
-    for obj in vars(app.metrics).values():
+    for obj in vars(app.core.metrics).values():
         if not isinstance(obj, MetricWrapperBase):
             continue
         for family in obj.describe():
@@ -134,7 +134,7 @@ def exported_metric_names() -> set[str]:
                 names |= {f"{family.name}_bucket", f"{family.name}_sum", f"{family.name}_count"}
             else:
                 names.add(family.name)
-    for name in app.metrics.API_REQUEST_METRICS:
+    for name in app.core.metrics.API_REQUEST_METRICS:
         if name.endswith("_total"):
             names.add(name)
         else:

@@ -9,7 +9,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
-from app.settings import Settings
+from app.core.settings import Settings
 from tests.processes import Processes
 from tests.standins.fcm import GOOGLE_TOKEN_AUDIENCE, SCOPE, FcmStandIn, live_fcm
 from tests.test_devices import register

@@ -22,8 +22,8 @@ from schemathesis.checks import (
 )
 from sqlalchemy import Engine
 
+from app.api.keys import SCOPES, create_api_key
 from app.api.openapi import document
-from app.auth import SCOPES, create_api_key
 
 
 @pytest.fixture

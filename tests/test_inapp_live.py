@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import time
@@ -15,12 +14,11 @@ from sqlalchemy import Engine, text
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
 
-from app import ws_tokens
-from app.api.websocket import MAX_MESSAGE_BYTES
-from app.fanout import deleted_event, user_channel
-from app.hub import CLIENT_NAME, MAILBOX_LIMIT
-from app.settings import Settings
-from tasks.channels import build_providers
+from app.api.live import tokens
+from app.api.live.hub import CLIENT_NAME, MAILBOX_LIMIT
+from app.api.live.websocket import MAX_MESSAGE_BYTES
+from app.core.inbox_events import deleted_event, user_channel
+from app.core.settings import Settings
 from tasks.deliver import WorkerContext, deliver_ids
 from tests.conftest import WS_TOKEN_SECRET
 from tests.inbox_client import Tab, call, in_app
@@ -130,13 +128,13 @@ def test_wrong_expired_or_missing_tokens_are_closed_with_4401_and_bad_first_mess
     processes: Processes, api_key: str
 ) -> None:
     (api,) = start(processes)
-    valid = ws_tokens.issue(WS_TOKEN_SECRET, "eve", 60).value
+    valid = tokens.issue(WS_TOKEN_SECRET, "eve", 60).value
     payload, signature = valid.split(".")[1:]
     refused = {
-        "forged": ws_tokens.issue("another-secret-of-at-least-32-chars!!", "eve", 60).value,
-        "tampered": f"v1.{ws_tokens.issue(WS_TOKEN_SECRET, 'bob', 60).value.split('.')[1]}"
+        "forged": tokens.issue("another-secret-of-at-least-32-chars!!", "eve", 60).value,
+        "tampered": f"v1.{tokens.issue(WS_TOKEN_SECRET, 'bob', 60).value.split('.')[1]}"
         f".{signature}",
-        "expired": ws_tokens.issue(WS_TOKEN_SECRET, "eve", 60, now=time.time() - 3600).value,
+        "expired": tokens.issue(WS_TOKEN_SECRET, "eve", 60, now=time.time() - 3600).value,
         "garbage": "not-a-token",
         "missing": None,
     }
@@ -153,7 +151,7 @@ def test_wrong_expired_or_missing_tokens_are_closed_with_4401_and_bad_first_mess
     }
     assert bad_cursor == (4400, "invalid cursor")
     assert payload not in json.dumps(outcomes)
-    assert ws_tokens.verify(WS_TOKEN_SECRET, valid) == "eve"
+    assert tokens.verify(WS_TOKEN_SECRET, valid) == "eve"
     api_log = next(p for p in processes.started if p.name.startswith("api")).log()
     assert "/ws/notifications" in api_log
     for secret in (WS_TOKEN_SECRET, payload, signature, *filter(None, refused.values())):
@@ -414,7 +412,7 @@ def test_a_socket_catches_up_from_the_database_when_its_process_loses_redis(
         if c["name"] == CLIENT_NAME and c["db"] == db and int(c["sub"]) > 0
     ]
     redis_client.client_kill_filter(_id=hub["id"])
-    context = WorkerContext(settings, engine, build_providers(settings, engine), os.getpid())
+    context = WorkerContext.build(settings)
     deliver_ids(context, [created["deliveries"][0]["id"]])
     missed_live = delivery(api, api_key, created["id"])["providerMessageId"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from dataclasses import replace
@@ -15,12 +14,11 @@ import redis
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
-from app import ws_tokens
+from app.api.factory import create_app
+from app.api.live import tokens
 from app.api.openapi import document
-from app.factory import create_app
-from app.fanout import user_channel
-from app.settings import Settings, SettingsError
-from tasks.channels import build_providers
+from app.core.inbox_events import user_channel
+from app.core.settings import Settings, SettingsError
 from tasks.deliver import WorkerContext, deliver_ids
 from tests.conftest import WS_TOKEN_SECRET
 from tests.inbox_client import in_app
@@ -29,7 +27,7 @@ from tests.test_api import post
 
 def deliver_everything(settings: Settings, engine: Engine) -> None:
     """Run the worker's delivery code in this process for every delivery not yet sent."""
-    context = WorkerContext(settings, engine, build_providers(settings, engine), os.getpid())
+    context = WorkerContext.build(settings)
     with engine.connect() as conn:
         ids = [str(i) for i in conn.scalars(text("SELECT id FROM delivery ORDER BY created_at"))]
     deliver_ids(context, ids)
@@ -192,11 +190,11 @@ def test_ws_token_names_its_user_expires_and_is_refused_without_a_secret(
     refused = without_secret.post("/api/v1/users/ana/ws-token", headers=auth)
 
     assert issued.status_code == 201 and body["url"] == "/ws/notifications"
-    assert ws_tokens.verify(WS_TOKEN_SECRET, body["token"]) == "ana"
-    with pytest.raises(ws_tokens.TokenError, match="token expired"):
-        ws_tokens.verify(WS_TOKEN_SECRET, body["token"], now=time.time() + 3600)
-    with pytest.raises(ws_tokens.TokenError, match="invalid token"):
-        ws_tokens.verify("a-different-secret-of-32-characters!", body["token"])
+    assert tokens.verify(WS_TOKEN_SECRET, body["token"]) == "ana"
+    with pytest.raises(tokens.TokenError, match="token expired"):
+        tokens.verify(WS_TOKEN_SECRET, body["token"], now=time.time() + 3600)
+    with pytest.raises(tokens.TokenError, match="invalid token"):
+        tokens.verify("a-different-secret-of-32-characters!", body["token"])
     assert refused.status_code == 503
     assert refused.get_json()["error"]["code"] == "ws_tokens_disabled"
     assert WS_TOKEN_SECRET not in refused.get_data(as_text=True)

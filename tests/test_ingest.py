@@ -16,10 +16,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DataError, OperationalError
 
-from app.auth import create_api_key
-from app.db import make_engine
-from app.ingest import AcceptWriter, NewDelivery, NewNotification, prepare, write_batch
-from app.settings import Settings
+from app.api.ingest import AcceptWriter
+from app.api.keys import create_api_key
+from app.core.db import make_engine
+from app.core.settings import Settings
+from app.store.accept import NewDelivery, NewNotification, prepare, write_batch
 from tests.factories import wait_for_lock_waiter
 
 WAIT = 10.0  # seconds: every bounded wait below

@@ -8,8 +8,8 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
-from app.auth import IssuedKey, create_api_key
-from app.settings import Settings
+from app.api.keys import IssuedKey, create_api_key
+from app.core.settings import Settings
 from tests.conftest import SMS_ACCOUNT_SID, SMS_AUTH_TOKEN
 from tests.processes import Processes, wait_for
 from tests.standins.fcm import FcmStandIn, live_fcm

@@ -12,8 +12,8 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 
-from app.domain import Channel
-from app.settings import Settings
+from app.core.domain import Channel
+from app.core.settings import Settings
 from relay.main import export_gauges
 from relay.retention import purge
 from tests.factories import insert_backlog, status_counts
@@ -131,7 +131,7 @@ def _answers(url: str) -> bool:
 def test_queue_depth_adds_up_every_priority_list_and_outbox_lag_ages(
     processes: Processes, engine: Engine, redis_client: redis.Redis, settings: Settings
 ) -> None:
-    from app.domain import Priority
+    from app.core.domain import Priority
 
     insert_backlog(engine, 2, priority=Priority.HIGH, prefix="h")
     insert_backlog(engine, 3, priority=Priority.LOW, prefix="l")

@@ -9,8 +9,8 @@ import redis
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
-from app.settings import Settings
-from app.wake import wake_relay
+from app.core.settings import Settings
+from app.core.wake import wake_relay
 from tests.factories import insert_backlog, status_counts
 from tests.netutil import free_port
 from tests.processes import Processes, wait_for

@@ -6,8 +6,8 @@ import threading
 
 import redis
 
-from app import fanout
-from app.wake import WakeListener, wake_relay
+from app.core import inbox_events
+from app.core.wake import WakeListener, wake_relay
 from tests.conftest import TEST_REDIS_URL
 
 OTHER_DATABASE = 8  # used by no test and no benchmark
@@ -20,17 +20,17 @@ def test_a_deployment_on_another_redis_database_neither_wakes_our_relay_nor_sees
     listener = WakeListener(TEST_REDIS_URL)
     listener.subscribe()
     subscriber = redis_client.pubsub(ignore_subscribe_messages=True)
-    subscriber.subscribe(fanout.user_channel(redis_client, "ana"))
+    subscriber.subscribe(inbox_events.user_channel(redis_client, "ana"))
     subscriber.get_message(timeout=1)
-    event = fanout.deleted_event(["1"], 0)
+    event = inbox_events.deleted_event(["1"], 0)
     try:
         wake_relay(other)
         assert not listener.wait(0.5, threading.Event())
         wake_relay(redis_client)
         assert listener.wait(2, threading.Event())
 
-        assert fanout.publish(other, "ana", event) == 0
-        assert fanout.publish(redis_client, "ana", event) == 1
+        assert inbox_events.publish(other, "ana", event) == 0
+        assert inbox_events.publish(redis_client, "ana", event) == 1
         assert (
             subscriber.get_message(timeout=2)["data"]
             == b'{"type":"deleted","ids":["1"],"unreadCount":0}'

@@ -9,7 +9,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
-from app.settings import Settings, SettingsError
+from app.core.settings import Settings, SettingsError
 from tests.processes import Processes, wait_for
 from tests.test_api import post
 from tests.test_devices import APNS_TOKEN, FCM_TOKEN, register

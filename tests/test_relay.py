@@ -14,13 +14,13 @@ import redis
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
-from app.domain import Channel, Priority
-from app.settings import Settings
-from app.wake import wake_relay
-from relay.claim import ClaimedEvent
+from app.core.domain import Channel, Priority
+from app.core.routing import TASK_NAME, priority_list
+from app.core.settings import Settings
+from app.core.wake import wake_relay
+from app.store.outbox import ClaimedEvent
 from relay.publish import TaskPublisher
-from tasks.celery import make_celery, priority_list
-from tasks.deliver import TASK_NAME
+from tasks.app import make_celery
 from tests.factories import insert_backlog, outbox_counts, status_counts
 from tests.processes import Processes, wait_for
 from tests.standins.smtp import SmtpStandIn

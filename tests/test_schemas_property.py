@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from app.errors import ApiError
-from app.schemas import NotificationCreate
+from app.api.errors import ApiError
+from app.api.schemas import NotificationCreate
 
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
 JSON = st.recursive(

@@ -11,8 +11,8 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
-from app.settings import Settings
-from app.sms import Segments, sms_segments
+from app.core.settings import Settings
+from app.core.sms import Segments, sms_segments
 from tasks.channels.http import retry_after_seconds
 from tasks.channels.sms import redact_numbers
 from tests.conftest import SMS_ACCOUNT_SID as ACCOUNT_SID

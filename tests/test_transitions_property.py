@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
-from app import transitions
-from app.auth import create_api_key
-from app.domain import TERMINAL_STATUSES, DeliveryStatus
-from app.transitions import DeliveryResult
-from relay.claim import claim_due
+from app.api.keys import create_api_key
+from app.core.domain import TERMINAL_STATUSES, DeliveryStatus
+from app.store import deliveries
+from app.store.deliveries import DeliveryResult
+from app.store.outbox import claim_due
 
 RANK = {"PENDING": 0, "QUEUED": 1, "SENDING": 2, "RETRYING": 2}
 OPERATIONS = st.lists(
@@ -74,19 +74,19 @@ def test_no_interleaving_of_duplicate_tasks_moves_a_delivery_backward(
             if verb == "relay":
                 claim_due(conn, 10)
             elif verb == "claim":
-                claimed = transitions.claim_for_sending(conn, [delivery_id], lease_seconds=3600)
+                claimed = deliveries.claim_for_sending(conn, [delivery_id], lease_seconds=3600)
                 holds[task] = holds[task] or any(r.status == "SENDING" for r in claimed)
             elif verb == "cancel":
-                transitions.cancel(conn, notification_id)
+                deliveries.cancel(conn, notification_id)
             elif verb == "sweep":
-                transitions.sweep(conn, lease_seconds=-1, max_attempts=3, limit=10)
+                deliveries.sweep(conn, lease_seconds=-1, max_attempts=3, limit=10)
             elif holds[task]:
                 status = {
                     "sent": DeliveryStatus.SENT,
                     "retry": DeliveryStatus.RETRYING,
                     "fail": DeliveryStatus.FAILED,
                 }[verb]
-                transitions.record_outcomes(
+                deliveries.record_outcomes(
                     conn, [DeliveryResult(delivery_id, status, None, "e", "e", 0.0)]
                 )
                 holds[task] = False

@@ -21,8 +21,8 @@ import trustme
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
-from app.auth import IssuedKey, create_api_key
-from app.settings import Settings
+from app.api.keys import IssuedKey, create_api_key
+from app.core.settings import Settings
 from tasks.channels.ssrf import BlockedAddress, GuardedTransport, is_permitted
 from tasks.channels.webhook import signature
 from tests.netutil import free_port

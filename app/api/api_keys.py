@@ -5,12 +5,12 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 from pydantic import ValidationError
 
-from app import auth
+from app.api import keys
+from app.api.auth import require_api_key
+from app.api.context import api_context
+from app.api.errors import ApiError
 from app.api.params import path_uuid
-from app.auth import require_api_key
-from app.errors import ApiError
-from app.schemas import ApiKeyCreate, ApiKeyView, IssuedKeyView
-from app.services import services
+from app.api.schemas import ApiKeyCreate, ApiKeyView, IssuedKeyView
 
 blueprint = Blueprint("api_keys", __name__)
 blueprint.before_request(require_api_key)
@@ -22,8 +22,8 @@ def _json(body: str, status: int = 200) -> Response:
 
 @blueprint.get("")
 def list_keys() -> Response:
-    keys = [ApiKeyView.model_validate(k) for k in auth.list_api_keys(services().engine)]
-    return _json("[" + ",".join(k.model_dump_json(by_alias=True) for k in keys) + "]")
+    listed = [ApiKeyView.model_validate(k) for k in keys.list_api_keys(api_context().engine)]
+    return _json("[" + ",".join(k.model_dump_json(by_alias=True) for k in listed) + "]")
 
 
 @blueprint.post("")
@@ -32,17 +32,17 @@ def create_key() -> Response:
         body = ApiKeyCreate.model_validate_json(request.get_data() or b"{}")
     except ValidationError as exc:
         raise ApiError.from_validation(exc) from None
-    issued = auth.create_api_key(services().engine, body.name, body.scopes)
+    issued = keys.create_api_key(api_context().engine, body.name, body.scopes)
     return _json(IssuedKeyView.from_issued(issued).model_dump_json(by_alias=True), 201)
 
 
 @blueprint.post("/<key_id>/revoke")
 def revoke_key(key_id: str) -> Response:
-    found = services()
+    found = api_context()
     ident = path_uuid(key_id)
     try:
-        auth.revoke_api_key(found.engine, ident)
-    except auth.UnknownKey:
+        keys.revoke_api_key(found.engine, ident)
+    except keys.UnknownKey:
         raise ApiError(404, "not_found", "No live API key has this id.") from None
     found.key_cache.forget(ident)
     return Response(status=204)
@@ -50,11 +50,11 @@ def revoke_key(key_id: str) -> Response:
 
 @blueprint.post("/<key_id>/rotate")
 def rotate_key(key_id: str) -> Response:
-    found = services()
+    found = api_context()
     ident = path_uuid(key_id)
     try:
-        issued = auth.rotate_api_key(found.engine, ident)
-    except auth.UnknownKey:
+        issued = keys.rotate_api_key(found.engine, ident)
+    except keys.UnknownKey:
         raise ApiError(404, "not_found", "No live API key has this id.") from None
     found.key_cache.forget(ident)
     return _json(IssuedKeyView.from_issued(issued).model_dump_json(by_alias=True), 201)

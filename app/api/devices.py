@@ -5,12 +5,13 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 from pydantic import ValidationError
 
-from app import devices
+from app.api.auth import require_api_key
+from app.api.context import api_context
+from app.api.errors import ApiError
 from app.api.params import json_response, validate
-from app.auth import require_api_key
-from app.errors import ApiError
-from app.schemas import DeviceList, DevicePath, DeviceRegistration, DeviceView, UserPath
-from app.services import services
+from app.api.schemas import DeviceList, DevicePath, DeviceRegistration, DeviceView, UserPath
+from app.core.db import transaction
+from app.store import devices
 
 blueprint = Blueprint("devices", __name__)
 blueprint.before_request(require_api_key)
@@ -25,21 +26,31 @@ def register(user_id: str) -> Response:
         body = DeviceRegistration.model_validate_json(request.get_data())
     except ValidationError as exc:
         raise ApiError.from_validation(exc) from None
-    registered = devices.register(services().engine, path.user_id, body)
+    with transaction(api_context().engine) as conn:
+        registered = devices.register(
+            conn,
+            path.user_id,
+            platform=body.platform.value,
+            token=body.token,
+            app_id=body.app_id,
+            locale=body.locale,
+        )
     return json_response(DeviceView, registered.device, 201 if registered.created else 200)
 
 
 @blueprint.get("/<user_id>/devices")
 def list_devices(user_id: str) -> Response:
     path = validate(UserPath, {"userId": user_id}, where="path")
-    return json_response(
-        DeviceList, {"items": devices.list_for_user(services().engine, path.user_id)}
-    )
+    with transaction(api_context().engine) as conn:
+        items = devices.list_for_user(conn, path.user_id)
+    return json_response(DeviceList, {"items": items})
 
 
 @blueprint.delete("/<user_id>/devices/<device_id>")
 def remove(user_id: str, device_id: str) -> Response:
     path = validate(DevicePath, {"userId": user_id, "deviceId": device_id}, where="path")
-    if not devices.remove(services().engine, path.user_id, path.device_id):
+    with transaction(api_context().engine) as conn:
+        removed = devices.remove(conn, path.user_id, path.device_id)
+    if not removed:
         raise ApiError(404, "not_found", "This user has no device with this id.")
     return Response(status=204)

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response
-from sqlalchemy import text
 
-from app.schemas import HealthCheck
-from app.services import services
+from app.api.context import api_context
+from app.api.schemas import HealthCheck
+from app.core.db import ping
 
 blueprint = Blueprint("health", __name__)
 
 
 def _checks() -> dict[str, str]:
-    found = services()
+    found = api_context()
     checks = {}
     try:
         with found.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+            ping(conn)
         checks["postgres"] = "ok"
     except Exception:
         checks["postgres"] = "unreachable"

@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Response, request
 
-from app import fanout, inbox, ws_tokens
+from app.api.auth import require_api_key
+from app.api.context import api_context
+from app.api.errors import ApiError
+from app.api.live import tokens
 from app.api.params import json_response, query_cursor, validate
-from app.auth import require_api_key
-from app.db import transaction
-from app.errors import ApiError
-from app.schemas import (
+from app.api.schemas import (
     InboxItemPath,
     InboxItemView,
     InboxPage,
@@ -21,7 +21,9 @@ from app.schemas import (
     InboxReadResult,
     WsToken,
 )
-from app.services import services
+from app.core import inbox_events
+from app.core.db import transaction
+from app.store import inbox
 
 blueprint = Blueprint("inbox", __name__)
 blueprint.before_request(require_api_key)
@@ -34,7 +36,7 @@ def list_items(user_id: str) -> Response:
     user = _user(user_id)
     query = validate(InboxQuery, dict(request.args), where="query string")
     before = query_cursor(query.cursor, inbox.decode_cursor)
-    with transaction(services().engine) as conn:
+    with transaction(api_context().engine) as conn:
         found = inbox.page(conn, user, unread=query.unread, before=before, limit=query.limit)
     return json_response(
         InboxPage,
@@ -45,49 +47,49 @@ def list_items(user_id: str) -> Response:
 @blueprint.post("/<user_id>/inbox/<item_id>/read")
 def read_item(user_id: str, item_id: str) -> Response:
     user, item = _item(user_id, item_id)
-    with transaction(services().engine) as conn:
+    with transaction(api_context().engine) as conn:
         marked = inbox.mark_read(conn, user, [item])
         found = inbox.get(conn, user, item)
         unread = inbox.unread_count(conn, user)
     if found is None:
         raise ApiError(404, "not_found", "This user has no inbox item with this id.")
     if marked:
-        fanout.publish(services().redis, user, fanout.read_event(marked, unread))
+        inbox_events.publish(api_context().redis, user, inbox_events.read_event(marked, unread))
     return json_response(InboxItemView, found)
 
 
 @blueprint.post("/<user_id>/inbox/read-all")
 def read_all(user_id: str) -> Response:
     user = _user(user_id)
-    with transaction(services().engine) as conn:
+    with transaction(api_context().engine) as conn:
         marked = inbox.mark_all_read(conn, user)
         unread = inbox.unread_count(conn, user)
     if marked:
-        fanout.publish(services().redis, user, fanout.read_event(marked, unread))
+        inbox_events.publish(api_context().redis, user, inbox_events.read_event(marked, unread))
     return json_response(InboxReadResult, {"marked": len(marked), "unreadCount": unread})
 
 
 @blueprint.delete("/<user_id>/inbox/<item_id>")
 def delete_item(user_id: str, item_id: str) -> Response:
     user, item = _item(user_id, item_id)
-    with transaction(services().engine) as conn:
+    with transaction(api_context().engine) as conn:
         deleted = inbox.delete(conn, user, item)
         unread = inbox.unread_count(conn, user)
     if not deleted:
         raise ApiError(404, "not_found", "This user has no inbox item with this id.")
-    fanout.publish(services().redis, user, fanout.deleted_event([str(item)], unread))
+    inbox_events.publish(api_context().redis, user, inbox_events.deleted_event([str(item)], unread))
     return Response(status=204)
 
 
 @blueprint.post("/<user_id>/ws-token")
 def ws_token(user_id: str) -> Response:
     user = _user(user_id)
-    settings = services().settings
+    settings = api_context().settings
     if not settings.ws_token_secret:
         raise ApiError(
             503, "ws_tokens_disabled", "WebSocket tokens are not enabled (WS_TOKEN_SECRET)."
         )
-    token = ws_tokens.issue(settings.ws_token_secret, user, settings.ws_token_ttl_seconds)
+    token = tokens.issue(settings.ws_token_secret, user, settings.ws_token_ttl_seconds)
     return json_response(
         WsToken,
         {

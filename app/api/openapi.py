@@ -10,8 +10,8 @@ from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from app.auth import require_api_key
-from app.schemas import (
+from app.api.auth import require_api_key
+from app.api.schemas import (
     ApiKeyCreate,
     ApiKeyView,
     CancelResult,

@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 from flask import Response
 from pydantic import BaseModel, ValidationError
 
-from app.errors import ApiError
-from app.schemas import FieldError
+from app.api.errors import ApiError
+from app.api.schemas import FieldError
 
 M = TypeVar("M", bound=BaseModel)
 P = TypeVar("P")

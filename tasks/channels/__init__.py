@@ -1,86 +1,67 @@
-"""Channel providers, one module per channel, chosen by configuration."""
+"""Channel providers, one module per provider, chosen by name.
+
+``PROVIDERS`` maps each channel's setting value to a dotted path (as Celery's
+``BACKEND_ALIASES``), resolved only when a worker builds its providers: nothing imports a
+provider it does not use, and the API imports none. Adding a provider is its module (a class
+with ``create(process)`` and ``send(messages)``), one line here, its settings and its test.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from importlib import import_module
+from typing import Any
 
-from sqlalchemy import Engine
-
-from app.domain import Channel, PushPlatform
-from app.settings import Settings
+from app.core.domain import Channel, PushPlatform
+from app.core.process import ProcessContext
 from tasks.channels.base import Provider
 
-if TYPE_CHECKING:
-    from tasks.channels.push import PlatformSender
+LOG = "tasks.channels.log:LogProvider"
+
+PROVIDERS: dict[Channel, dict[str, str]] = {
+    Channel.EMAIL: {
+        "smtp": "tasks.channels.email:SmtpEmailProvider",
+        "log": LOG,
+        "noop": "tasks.channels.log:NoopProvider",
+    },
+    Channel.SMS: {"twilio": "tasks.channels.sms:TwilioSmsProvider", "log": LOG},
+    Channel.WEBHOOK: {"http": "tasks.channels.webhook:HttpWebhookProvider", "log": LOG},
+    # PUSH fans out to devices either way; ``log`` and ``live`` choose the platform senders.
+    Channel.PUSH: {
+        "live": "tasks.channels.push:PushProvider",
+        "log": "tasks.channels.push:PushProvider",
+    },
+    Channel.IN_APP: {"inbox": "tasks.channels.inapp:InAppProvider"},
+}
+
+# The setting that names each channel's provider; IN_APP has only the inbox.
+PROVIDER_SETTINGS: dict[Channel, str] = {
+    Channel.EMAIL: "email_provider",
+    Channel.SMS: "sms_provider",
+    Channel.WEBHOOK: "webhook_provider",
+    Channel.PUSH: "push_provider",
+}
+
+PUSH_SENDERS: dict[PushPlatform, str] = {
+    PushPlatform.FCM: "tasks.channels.fcm:FcmSender",
+    PushPlatform.APNS: "tasks.channels.apns:ApnsSender",
+}
 
 
-def _factories(
-    settings: Settings, engine: Engine | None = None
-) -> dict[Channel, Callable[[], Provider]]:
-    """How to build the provider of every channel this service can deliver, as configured.
-    ``engine`` is for the providers that keep channel state in the database (PUSH: devices and
-    their results)."""
-    from tasks.channels.email import SmtpEmailProvider
-    from tasks.channels.inapp import InAppProvider
-    from tasks.channels.log import LogProvider, NoopProvider
-    from tasks.channels.push import PushProvider
-    from tasks.channels.sms import TwilioSmsProvider
-    from tasks.channels.webhook import HttpWebhookProvider
-
-    email: dict[str, Callable[[], Provider]] = {
-        "smtp": lambda: SmtpEmailProvider(settings),
-        "noop": NoopProvider,
-        "log": LogProvider,
-    }
-    return {
-        Channel.EMAIL: email[settings.email_provider],
-        Channel.IN_APP: lambda: InAppProvider(settings),
-        Channel.PUSH: lambda: PushProvider(settings, _required(engine), push_senders(settings)),
-        Channel.SMS: (
-            (lambda: TwilioSmsProvider(settings))
-            if settings.sms_provider == "twilio"
-            else LogProvider
-        ),
-        Channel.WEBHOOK: (
-            (lambda: HttpWebhookProvider(settings))
-            if settings.webhook_provider == "http"
-            else LogProvider
-        ),
-    }
+def resolve(dotted: str) -> Any:
+    """The object a ``module:attribute`` path names, imported now."""
+    module, _, attribute = dotted.partition(":")
+    return getattr(import_module(module), attribute)
 
 
-def _required(engine: Engine | None) -> Engine:
-    if engine is None:
-        raise ValueError("this provider needs the database engine")
-    return engine
+def provider_name(process: ProcessContext, channel: Channel) -> str:
+    setting = PROVIDER_SETTINGS.get(channel)
+    return "inbox" if setting is None else str(getattr(process.settings, setting))
 
 
-def build_providers(settings: Settings, engine: Engine) -> dict[Channel, Provider]:
-    """The provider of every channel this service can deliver, as configured."""
-    return {channel: build() for channel, build in _factories(settings, engine).items()}
-
-
-def push_senders(settings: Settings) -> dict[PushPlatform, PlatformSender]:
-    """One sender per push platform: both log with ``PUSH_PROVIDER=log``; with ``live``, each
-    platform whose credentials are configured."""
-    from tasks.channels.push import LogPushSender
-
-    if settings.push_provider == "log":
-        return {platform: LogPushSender() for platform in PushPlatform}
-    senders: dict[PushPlatform, PlatformSender] = {}
-    if settings.fcm_service_account_file:
-        from tasks.channels.fcm import FcmSender
-
-        senders[PushPlatform.FCM] = FcmSender(settings)
-    if settings.apns_key_file:
-        from tasks.channels.apns import ApnsSender
-
-        senders[PushPlatform.APNS] = ApnsSender(settings)
-    return senders
-
-
-def available_channels(settings: Settings) -> frozenset[Channel]:
-    """Channels with a provider; the API refuses the others rather than accept and lose them.
-    Decided from the configuration alone, so the API opens no provider connections."""
-    return frozenset(_factories(settings))
+def build_providers(process: ProcessContext) -> dict[Channel, Provider]:
+    """The provider of every channel, as configured."""
+    providers: dict[Channel, Provider] = {}
+    for channel, names in PROVIDERS.items():
+        provider: Provider = resolve(names[provider_name(process, channel)]).create(process)
+        providers[channel] = provider
+    return providers

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from app.domain import Channel, NotificationType, Priority
+from app.core.domain import Channel, NotificationType, Priority
 
 
 @dataclass(frozen=True)

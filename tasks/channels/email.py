@@ -19,8 +19,10 @@ import ssl
 from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import formatdate
+from typing import Self
 
-from app.settings import Settings
+from app.core.process import ProcessContext
+from app.core.settings import Settings
 from tasks.channels.base import InvalidRecipient, Message, Outcome, Permanent, Retryable, Sent
 
 _DEAD_MAILBOX_CODES = {550, 551, 553}
@@ -37,6 +39,10 @@ def _reply_outcome(code: int, reply: bytes | str, *, at_rcpt: bool) -> Outcome:
 
 
 class SmtpEmailProvider:
+    @classmethod
+    def create(cls, process: ProcessContext) -> Self:
+        return cls(process.settings)
+
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._domain = settings.smtp_from.rpartition("@")[2] or "localhost"

@@ -37,8 +37,8 @@ from google.oauth2 import service_account
 from pyfcm import FCMNotification
 from requests.adapters import HTTPAdapter
 
-from app.domain import Priority
-from app.settings import Settings
+from app.core.domain import Priority
+from app.core.settings import Settings
 from tasks.channels.base import InvalidRecipient, Message, Outcome, Permanent, Retryable, Sent
 from tasks.channels.http import retry_after_seconds
 from tasks.channels.push import Device

@@ -10,49 +10,51 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Self
 
-import redis
-from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from app import fanout, inbox
-from app.db import make_engine, transaction
-from app.settings import Settings
+from app.core import inbox_events
+from app.core.db import transaction
+from app.core.process import ProcessContext
+from app.store import inbox
 from tasks.channels.base import Message, Outcome, Permanent, Retryable, Sent
 
 log = logging.getLogger(__name__)
 
 
 class InAppProvider:
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._engine: Engine | None = None
-        self._redis: redis.Redis | None = None
+    @classmethod
+    def create(cls, process: ProcessContext) -> Self:
+        return cls(process)
 
-    def _connections(self) -> tuple[Engine, redis.Redis]:
-        # Built on first use, in the worker process that sends (never in the API, which only
-        # asks which channels have a provider).
-        if self._engine is None or self._redis is None:
-            self._engine = make_engine(self._settings, pool_size=2)
-            self._redis = redis.Redis.from_url(
-                self._settings.redis_url, socket_timeout=2, socket_connect_timeout=2
-            )
-        return self._engine, self._redis
+    def __init__(self, process: ProcessContext) -> None:
+        self._engine = process.engine
+        self._redis = process.redis
 
     def send(self, messages: Sequence[Message]) -> list[Outcome]:
-        engine, client = self._connections()
         outcomes: list[Outcome] = []
         for message in messages:
             if not message.user_id:
                 outcomes.append(Permanent("no_user", "IN_APP needs a userId"))
                 continue
             try:
-                with transaction(engine) as conn:
-                    item, unread = inbox.store(conn, message)
+                with transaction(self._engine) as conn:
+                    item, unread = inbox.store(
+                        conn,
+                        user_id=message.user_id,
+                        delivery_id=message.delivery_id,
+                        notification_id=message.notification_id,
+                        category=message.type.value,
+                        title=message.subject,
+                        body=message.body,
+                        data=message.data,
+                    )
             except SQLAlchemyError as exc:
                 outcomes.append(Retryable("inbox_store", f"inbox not written: {exc!r}"[:500]))
                 continue
-            receivers = fanout.publish(client, message.user_id, fanout.item_event(item, unread))
+            event = inbox_events.item_event(item, unread)
+            receivers = inbox_events.publish(self._redis, message.user_id, event)
             live = "unpublished" if receivers is None else str(receivers)
             outcomes.append(Sent(provider_message_id=f"inbox:{item['id']}:live:{live}"))
         return outcomes

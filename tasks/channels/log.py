@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Self
 
+from app.core.process import ProcessContext
 from tasks.channels.base import Message, Outcome, Sent
 
 log = logging.getLogger("notifications.delivered")
 
 
 class LogProvider:
+    @classmethod
+    def create(cls, process: ProcessContext) -> Self:
+        return cls()
+
     def send(self, messages: Sequence[Message]) -> list[Outcome]:
         for message in messages:
             log.info(
@@ -29,6 +35,10 @@ class LogProvider:
 class NoopProvider:
     """Accepts every message and does nothing: the delivery side of the benchmarks, so they
     measure the pipeline rather than a provider."""
+
+    @classmethod
+    def create(cls, process: ProcessContext) -> Self:
+        return cls()
 
     def send(self, messages: Sequence[Message]) -> list[Outcome]:
         return [Sent() for _ in messages]

@@ -21,14 +21,16 @@ import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 
-from app.db import transaction
-from app.devices import TOKEN_PREFIX_LENGTH
-from app.domain import DeviceDeliveryStatus, PushPlatform
-from app.settings import Settings
+from app.core.db import transaction
+from app.core.domain import DeviceDeliveryStatus, PushPlatform
+from app.core.process import ProcessContext
+from app.core.settings import Settings
+from app.store import devices as device_store
+from app.store.devices import TOKEN_PREFIX_LENGTH
 from tasks.channels.base import InvalidRecipient, Message, Outcome, Permanent, Retryable, Sent
 
 log = logging.getLogger(__name__)
@@ -56,60 +58,6 @@ class PlatformSender(Protocol):
     def send(self, message: Message, devices: Sequence[Device]) -> list[Outcome]: ...
 
 
-# Fixes a delivery's devices on its first attempt only (NOT EXISTS), so a device registered
-# later does not join a retry. Explicit tokens include deactivated devices, so the caller sees
-# why they were skipped; a user's deactivated devices are simply not theirs any more.
-_FAN_OUT = text(
-    f"""
-    INSERT INTO delivery_device (delivery_id, device_id, platform, token_prefix)
-    SELECT :delivery_id, p.id, p.platform, left(p.token, {TOKEN_PREFIX_LENGTH})
-    FROM push_device p
-    WHERE NOT EXISTS (SELECT 1 FROM delivery_device WHERE delivery_id = :delivery_id)
-      AND CASE WHEN CAST(:tokens AS text[]) IS NULL THEN p.user_id = :user_id AND p.active
-               ELSE p.token = ANY(CAST(:tokens AS text[])) END
-    ORDER BY p.created_at, p.id
-    ON CONFLICT (delivery_id, device_id) DO NOTHING
-    """
-)
-
-_TARGETS = text(
-    """
-    SELECT dd.id, dd.device_id, dd.status, dd.error_code, dd.last_error, dd.provider_message_id,
-           p.platform, p.token, p.app_id, p.locale, p.active
-    FROM delivery_device dd LEFT JOIN push_device p ON p.id = dd.device_id
-    WHERE dd.delivery_id = :delivery_id
-    ORDER BY dd.id
-    """
-)
-
-# Only rows still open are written: a late duplicate of an attempt cannot undo a final result.
-_RECORD = text(
-    """
-    UPDATE delivery_device dd
-    SET status = v.status,
-        attempts = dd.attempts + v.tried,
-        error_code = v.error_code,
-        last_error = COALESCE(v.error, dd.last_error),
-        provider_message_id = COALESCE(v.provider_message_id, dd.provider_message_id),
-        sent_at = CASE WHEN v.status = 'SENT' THEN now() ELSE dd.sent_at END,
-        updated_at = now()
-    FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:tried AS int[]),
-                CAST(:error_codes AS text[]), CAST(:errors AS text[]),
-                CAST(:provider_message_ids AS text[]))
-         AS v(id, status, tried, error_code, error, provider_message_id)
-    WHERE dd.id = v.id AND dd.status IN ('PENDING', 'RETRYING')
-    """
-)
-
-_DEACTIVATE = text(
-    """
-    UPDATE push_device p
-    SET active = false, deactivated_at = now(), deactivation_reason = v.reason, updated_at = now()
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:reasons AS text[])) AS v(id, reason)
-    WHERE p.id = v.id AND p.active
-    """
-)
-
 _OPEN = {DeviceDeliveryStatus.PENDING, DeviceDeliveryStatus.RETRYING}
 
 
@@ -134,6 +82,10 @@ class PushProvider:
     ``senders`` has one sender per configured platform; a device of a platform without one
     fails permanently (``<platform>:not_configured``)."""
 
+    @classmethod
+    def create(cls, process: ProcessContext) -> Self:
+        return cls(process.settings, process.engine, push_senders(process.settings))
+
     def __init__(
         self, settings: Settings, engine: Engine, senders: Mapping[PushPlatform, PlatformSender]
     ) -> None:
@@ -154,7 +106,9 @@ class PushProvider:
 
     def _deliver(self, message: Message) -> Outcome:
         with transaction(self._engine) as conn:
-            rows = _targets(conn, message)
+            rows = device_store.delivery_targets(
+                conn, message.delivery_id, message.user_id, message.device_tokens
+            )
         final_attempt = message.attempt >= self._settings.delivery_max_attempts
         results: list[DeviceResult] = []
         to_send: dict[PushPlatform, list[tuple[int, Device]]] = {}
@@ -208,18 +162,6 @@ class PushProvider:
             return [Retryable(f"{platform.value}:error", type(exc).__name__)] * len(devices)
 
 
-def _targets(conn: Connection, message: Message) -> list[Any]:
-    conn.execute(
-        _FAN_OUT,
-        {
-            "delivery_id": str(message.delivery_id),
-            "user_id": message.user_id,
-            "tokens": message.device_tokens or None,
-        },
-    )
-    return list(conn.execute(_TARGETS, {"delivery_id": str(message.delivery_id)}))
-
-
 def _result(
     row_id: int,
     outcome: Outcome,
@@ -254,22 +196,19 @@ def _result(
 
 
 def _record(conn: Connection, results: Sequence[DeviceResult]) -> None:
-    conn.execute(
-        _RECORD,
-        {
-            "ids": [r.row_id for r in results],
-            "statuses": [r.status.value for r in results],
-            "tried": [int(r.tried) for r in results],
-            "error_codes": [r.error_code for r in results],
-            "errors": [r.error for r in results],
-            "provider_message_ids": [r.provider_message_id for r in results],
-        },
+    device_store.record_results(
+        conn,
+        row_ids=[r.row_id for r in results],
+        statuses=[r.status.value for r in results],
+        tried=[int(r.tried) for r in results],
+        error_codes=[r.error_code for r in results],
+        errors=[r.error for r in results],
+        provider_message_ids=[r.provider_message_id for r in results],
     )
     dead = [r for r in results if r.deactivate]
     if dead:
-        conn.execute(
-            _DEACTIVATE,
-            {"ids": [str(r.deactivate) for r in dead], "reasons": [r.error_code for r in dead]},
+        device_store.deactivate(
+            conn, [r.deactivate for r in dead if r.deactivate], [r.error_code for r in dead]
         )
 
 
@@ -331,3 +270,21 @@ class LogPushSender:
                 message.delivery_id,
             )
         return [Sent(f"log-{uuid.uuid4()}") for _ in devices]
+
+
+def push_senders(settings: Settings) -> dict[PushPlatform, PlatformSender]:
+    """One sender per push platform: both log with ``PUSH_PROVIDER=log``; with ``live``, each
+    platform whose credentials are configured."""
+    if settings.push_provider == "log":
+        return {platform: LogPushSender() for platform in PushPlatform}
+    from tasks.channels import PUSH_SENDERS, resolve
+
+    configured = {
+        PushPlatform.FCM: settings.fcm_service_account_file,
+        PushPlatform.APNS: settings.apns_key_file,
+    }
+    return {
+        platform: resolve(PUSH_SENDERS[platform])(settings)
+        for platform, credentials in configured.items()
+        if credentials
+    }

@@ -27,12 +27,13 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
-from app.settings import Settings
-from app.sms import sms_segments
+from app.core.process import ProcessContext
+from app.core.settings import Settings
+from app.core.sms import sms_segments
 from tasks.channels.base import InvalidRecipient, Message, Outcome, Permanent, Retryable, Sent
 from tasks.channels.http import retry_after_seconds
 
@@ -91,6 +92,10 @@ def classify(response: httpx.Response) -> Outcome:
 
 
 class TwilioSmsProvider:
+    @classmethod
+    def create(cls, process: ProcessContext) -> Self:
+        return cls(process.settings)
+
     def __init__(self, settings: Settings) -> None:
         base = settings.sms_api_base_url.rstrip("/")
         self._url = f"{base}/2010-04-01/Accounts/{settings.sms_account_sid}/Messages.json"
@@ -121,6 +126,3 @@ class TwilioSmsProvider:
         except httpx.TransportError as exc:
             return Retryable("sms_connection", f"SMS API unreachable: {exc!r}"[:500])
         return classify(response)
-
-    def close(self) -> None:
-        self._client.close()

@@ -30,11 +30,13 @@ import hmac
 import logging
 import time
 from collections.abc import Sequence
+from typing import Self
 
 import httpx
 import orjson
 
-from app.settings import Settings
+from app.core.process import ProcessContext
+from app.core.settings import Settings
 from tasks.channels.base import Message, Outcome, Permanent, Retryable, Sent
 from tasks.channels.http import retry_after_seconds
 from tasks.channels.ssrf import BlockedAddress, GuardedTransport
@@ -96,6 +98,10 @@ def classify(status: int, head: bytes, retry_after: str | None) -> Outcome:
 
 
 class HttpWebhookProvider:
+    @classmethod
+    def create(cls, process: ProcessContext) -> Self:
+        return cls(process.settings)
+
     def __init__(self, settings: Settings) -> None:
         self._client = httpx.Client(
             transport=GuardedTransport(settings.allowed_webhook_networks()),
@@ -153,6 +159,3 @@ class HttpWebhookProvider:
             return Retryable("webhook_timeout", f"receiver timed out ({type(exc).__name__})")
         except httpx.TransportError as exc:
             return Retryable("webhook_connection", f"receiver unreachable: {exc!r}"[:500])
-
-    def close(self) -> None:
-        self._client.close()

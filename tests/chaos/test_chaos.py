@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from app.auth import create_api_key
-from app.db import make_engine, migrate
-from app.settings import Settings
+from app.api.keys import create_api_key
+from app.core.db import make_engine, migrate
+from app.core.settings import Settings
 from tests.chaos.services import PrivatePostgres, PrivateRedis
 from tests.netutil import free_port
 from tests.processes import BIN, Process, Processes, settings_env

@@ -29,7 +29,7 @@ from cryptography.x509.oid import NameOID
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
-from app.settings import Settings
+from app.core.settings import Settings
 from tests.netutil import free_port
 
 # Planned answers: (status, reason); "slow" answers 200 after SLOW_SECONDS.

@@ -23,7 +23,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from app.settings import Settings
+from app.core.settings import Settings
 from tests.netutil import free_port
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"

@@ -13,7 +13,7 @@ from contextvars import ContextVar, Token
 
 from pythonjsonlogger.json import JsonFormatter
 
-from app.settings import Settings
+from app.core.settings import Settings
 
 CONTEXT_FIELDS = ("request_id", "notification_id", "delivery_id")
 _context: ContextVar[dict[str, str]] = ContextVar("log_context", default={})  # noqa: B039

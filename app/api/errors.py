@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from app.schemas import ErrorBody, ErrorDetail, FieldError
+from app.api.schemas import ErrorBody, ErrorDetail, FieldError
 
 log = logging.getLogger(__name__)
 

@@ -34,12 +34,14 @@ from flask_sock import Sock
 from pydantic import BaseModel, Field, ValidationError
 from simple_websocket import ConnectionClosed, Server
 
-from app import fanout, inbox, ws_tokens
-from app.db import transaction
-from app.errors import ApiError
-from app.hub import HubUnavailable, Mailbox, UserAtLimit
-from app.schemas import FieldError
-from app.services import Services, services
+from app.api.context import ApiContext, api_context
+from app.api.errors import ApiError
+from app.api.live import tokens
+from app.api.live.hub import HubUnavailable, Mailbox, UserAtLimit
+from app.api.schemas import FieldError
+from app.core import inbox_events
+from app.core.db import transaction
+from app.store import inbox
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +93,14 @@ def server_options(ping_interval_seconds: float) -> dict[str, Any]:
 @sock.route("/ws/notifications", bp=blueprint)
 def notifications(ws: Server) -> None:
     try:
-        _session(ws, services())
+        _session(ws, api_context())
     except Closed as closed:
         ws.close(closed.code, closed.reason)
     finally:
         _linger(ws)
 
 
-def _session(ws: Server, found: Services) -> None:
+def _session(ws: Server, found: ApiContext) -> None:
     user_id, after = _authenticate(ws, found)
     try:
         mailbox = found.hub.open(user_id)
@@ -126,7 +128,7 @@ def _linger(ws: Server) -> None:
     ws.thread.join(CLOSE_LINGER_SECONDS)
 
 
-def _authenticate(ws: Server, found: Services) -> tuple[str, int]:
+def _authenticate(ws: Server, found: ApiContext) -> tuple[str, int]:
     raw = ws.receive(timeout=AUTH_TIMEOUT_SECONDS)
     if raw is None:
         raise Closed(4408, "no auth message in time")
@@ -137,8 +139,8 @@ def _authenticate(ws: Server, found: Services) -> tuple[str, int]:
     if auth.type != "auth":
         raise Closed(4400, "first message must be {type: auth, token}")
     try:
-        user_id = ws_tokens.verify(found.settings.ws_token_secret, auth.token)
-    except ws_tokens.TokenError as refused:
+        user_id = tokens.verify(found.settings.ws_token_secret, auth.token)
+    except tokens.TokenError as refused:
         raise Closed(4401, refused.reason) from None
     after = 0
     if auth.cursor:
@@ -149,7 +151,7 @@ def _authenticate(ws: Server, found: Services) -> tuple[str, int]:
     return user_id, after
 
 
-def _serve(ws: Server, found: Services, mailbox: Mailbox, after: int) -> None:
+def _serve(ws: Server, found: ApiContext, mailbox: Mailbox, after: int) -> None:
     # The socket's reader thread (simple-websocket) and the hub's listener both set this one
     # event, so this thread sleeps until there is something to read or something to send.
     ws.event = mailbox.wake
@@ -177,7 +179,7 @@ def _serve(ws: Server, found: Services, mailbox: Mailbox, after: int) -> None:
         mailbox.wake.wait(30)
 
 
-def _catch_up(ws: Server, found: Services, user_id: str, after: int) -> int:
+def _catch_up(ws: Server, found: ApiContext, user_id: str, after: int) -> int:
     """Send the unread items after position ``after``, then ``ready``; returns the last
     position sent."""
     with transaction(found.engine) as conn:
@@ -185,7 +187,7 @@ def _catch_up(ws: Server, found: Services, user_id: str, after: int) -> int:
         unread = inbox.unread_count(conn, user_id)
     last = after
     for item in items:
-        ws.send(orjson.dumps(fanout.item_event(item, unread)).decode())
+        ws.send(orjson.dumps(inbox_events.item_event(item, unread)).decode())
         last = inbox.decode_cursor(item["cursor"])
     ready: dict[str, Any] = {"type": "ready", "unreadCount": unread}
     ready["cursor"] = inbox.encode_cursor(last) if last else None
@@ -193,7 +195,7 @@ def _catch_up(ws: Server, found: Services, user_id: str, after: int) -> int:
     return last
 
 
-def _handle(ws: Server, found: Services, user_id: str, raw: str | bytes) -> None:
+def _handle(ws: Server, found: ApiContext, user_id: str, raw: str | bytes) -> None:
     try:
         message = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -215,13 +217,13 @@ def _handle(ws: Server, found: Services, user_id: str, raw: str | bytes) -> None
         _error(ws, ApiError(422, "unknown_type", "type must be read, read-all or ping."))
 
 
-def _mark(found: Services, user_id: str, mark: Callable[[Any], list[str]]) -> None:
+def _mark(found: ApiContext, user_id: str, mark: Callable[[Any], list[str]]) -> None:
     with transaction(found.engine) as conn:
         marked = mark(conn)
         unread = inbox.unread_count(conn, user_id)
     if marked:
         # Every tab of the user, this one included, learns it the same way.
-        fanout.publish(found.redis, user_id, fanout.read_event(marked, unread))
+        inbox_events.publish(found.redis, user_id, inbox_events.read_event(marked, unread))
 
 
 def _uuid(raw: object) -> uuid.UUID:

@@ -24,9 +24,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from app import metrics
-from app.fanout import CHANNEL_PREFIX, user_channel
-from app.pubsub import channel as scoped_channel
+from app.core import metrics
+from app.core.inbox_events import CHANNEL_PREFIX, user_channel
+from app.core.pubsub import channel as scoped_channel
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import uuid
 
 import redis
 
-from app.errors import ApiError
+from app.api.errors import ApiError
 
 log = logging.getLogger(__name__)
 

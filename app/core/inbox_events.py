@@ -15,7 +15,7 @@ import orjson
 import redis
 import redis.asyncio
 
-from app.pubsub import channel
+from app.core.pubsub import channel
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import time
 
 import redis
 
-from app.pubsub import channel
+from app.core.pubsub import channel
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,9 @@
-"""Database engine, the schema's migrations, and the one way to open a transaction."""
+"""Database engine, the schema's migrations, and the transaction convention.
+
+Store functions (app/store/) take a ``Connection`` and plain values and never open a
+transaction; their caller (a blueprint, the task, the relay loop) owns the unit of work with
+``transaction(engine)``, or ``retried_transaction`` where a pooled connection may be stale.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 
-from app.settings import Settings
+from app.core.settings import Settings
 
 
 def sqlalchemy_url(database_url: str) -> URL:
@@ -61,6 +66,11 @@ def retried_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
             raise
     with transaction(engine) as conn:
         return work(conn)
+
+
+def ping(conn: Connection) -> None:
+    """Raises unless the database answers."""
+    conn.execute(text("SELECT 1"))
 
 
 def ensure_database(database_url: str) -> bool:

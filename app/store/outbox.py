@@ -1,4 +1,10 @@
-"""The claim: which outbox rows one relay takes, safely beside any number of other relays."""
+"""Every SQL statement on ``outbox_event`` but the two that add rows with a delivery's own
+change (the accept, app/store/accept.py, and the sweep, app/store/deliveries.py): the claim,
+the lag, retention and vacuum.
+
+The claim is also where a delivery moves PENDING → QUEUED: that transition rides on the claim's
+statement, so a row is QUEUED exactly when it was handed to a relay.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from sqlalchemy import Connection, text
 # committing rolls back, and the rows are claimed again. HIGH (rank 0) first, then oldest due.
 # The claimed ids are handed on as arrays (= ANY(ARRAY(…))), not as IN (subquery) or a join:
 # the planner then probes the primary keys for exactly those rows, where with IN or a join it
-# chose to hash the whole table on every batch, which made each claim slower as the backlog grew
+# chose to hash the whole table on every batch, which made each claim slower as the backlog grew.
 # (38 vs 22 ms per 500-row batch over a 50,000-row backlog; bench/RESULTS.md).
 _CLAIM = text(
     """
@@ -51,3 +57,44 @@ class ClaimedEvent:
 
 def claim_due(conn: Connection, limit: int) -> list[ClaimedEvent]:
     return [ClaimedEvent(*row) for row in conn.execute(_CLAIM, {"limit": limit})]
+
+
+_LAG = text(
+    "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(available_at)), 0) FROM outbox_event"
+    " WHERE status = 'PENDING' AND available_at <= now()"
+)
+
+
+def lag_seconds(conn: Connection) -> float:
+    """Age of the oldest due PENDING row (0 if none)."""
+    return float(conn.scalar(_LAG) or 0)
+
+
+# Bounded, so that one run never holds locks or bloats WAL for long.
+_PURGE_DISPATCHED = text(
+    """
+    DELETE FROM outbox_event WHERE id IN (
+        SELECT id FROM outbox_event
+        WHERE status = 'DISPATCHED' AND dispatched_at < now() - make_interval(secs => :age)
+        LIMIT :limit
+    )
+    """
+)
+
+
+def purge_dispatched(conn: Connection, older_than_seconds: float, limit: int) -> int:
+    """Delete up to ``limit`` DISPATCHED rows older than the age; returns how many."""
+    return conn.execute(_PURGE_DISPATCHED, {"age": older_than_seconds, "limit": limit}).rowcount
+
+
+# Every dispatched row leaves a dead entry in the claim's partial index, and the claim's index
+# scan starts at the oldest entries, so until a VACUUM removes the dead ones each claim walks
+# past all of them, and the claim's share of accept-to-provider latency grows by the minute.
+# Autovacuum comes too seldom for a queue table and may be off. VACUUM reads only the pages
+# changed since the last one. SKIP_LOCKED: another relay's VACUUM in progress is enough.
+_VACUUM = text("VACUUM (SKIP_LOCKED) outbox_event")
+
+
+def vacuum(conn: Connection) -> None:
+    """``conn`` must be in autocommit mode: VACUUM cannot run inside a transaction."""
+    conn.execute(_VACUUM)

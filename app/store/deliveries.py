@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from app.domain import DeliveryStatus, Priority
+from app.core.domain import DeliveryStatus, Priority
 
 # Redis delivers at least once and the sweeper may re-drive, so two tasks can carry the same
 # delivery id. Only the task whose UPDATE moves the row to SENDING may call the provider; the

@@ -1,4 +1,5 @@
-"""The one settings object, built from the environment once per process.
+"""The one settings object, built from the environment by each process's entry point and passed
+down (``Settings.from_env()``).
 
 Every variable has a default that works on a developer machine with local PostgreSQL and
 Redis, except secrets, which have none. Nothing else in the code reads ``os.environ``.
@@ -32,6 +33,16 @@ def _bool(raw: str) -> bool:
     if value in {"0", "false", "no", "off", ""}:
         return False
     raise ValueError(f"not a boolean: {raw!r}")
+
+
+# The provider names each channel's setting accepts (tasks/channels/__init__.py maps each to a
+# provider class).
+PROVIDER_CHOICES: dict[str, tuple[str, ...]] = {
+    "email_provider": ("log", "smtp", "noop"),
+    "sms_provider": ("log", "twilio"),
+    "webhook_provider": ("log", "http"),
+    "push_provider": ("log", "live"),
+}
 
 
 def _setting(env: str, default: Any, doc: str, *, secret: bool = False) -> Any:
@@ -206,7 +217,9 @@ class Settings:
         "DELIVERY_MAX_ATTEMPTS", 5, "Attempts per delivery before it is FAILED."
     )
     retry_backoff_base_seconds: float = _setting(
-        "RETRY_BACKOFF_BASE_SECONDS", 2.0, "First retry delay; doubles each attempt (full jitter)."
+        "RETRY_BACKOFF_BASE_SECONDS",
+        2.0,
+        "First retry delay; doubles each attempt (equal jitter: half fixed, half random).",
     )
     retry_backoff_max_seconds: float = _setting(
         "RETRY_BACKOFF_MAX_SECONDS",
@@ -300,26 +313,21 @@ class Settings:
     def __post_init__(self) -> None:
         if self.log_format not in {"json", "text"}:
             raise SettingsError("LOG_FORMAT: must be 'json' or 'text'")
-        if self.email_provider not in {"log", "smtp", "noop"}:
-            raise SettingsError("EMAIL_PROVIDER: must be 'log', 'smtp' or 'noop'")
-        if self.sms_provider not in {"log", "twilio"}:
-            raise SettingsError("SMS_PROVIDER: must be 'log' or 'twilio'")
+        for name, choices in PROVIDER_CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise SettingsError(f"{name.upper()}: must be one of {', '.join(choices)}")
         if self.sms_provider == "twilio" and not (
             self.sms_account_sid and self.sms_auth_token and self.sms_from
         ):
             raise SettingsError(
                 "SMS_PROVIDER=twilio needs SMS_ACCOUNT_SID, SMS_AUTH_TOKEN and SMS_FROM"
             )
-        if self.webhook_provider not in {"log", "http"}:
-            raise SettingsError("WEBHOOK_PROVIDER: must be 'log' or 'http'")
         try:
             self.allowed_webhook_networks()
         except ValueError as exc:
             raise SettingsError(f"WEBHOOK_ALLOWED_NETWORKS: {exc}") from None
         if self.sms_max_segments < 1:
             raise SettingsError("SMS_MAX_SEGMENTS: must be at least 1")
-        if self.push_provider not in {"log", "live"}:
-            raise SettingsError("PUSH_PROVIDER: must be 'log' or 'live'")
         if not 1200 <= self.apns_token_refresh_seconds < 3600:
             # APNs refuses tokens older than an hour and renewals more often than every 20 min.
             raise SettingsError("APNS_TOKEN_REFRESH_SECONDS: must be from 1200 to 3599")

@@ -21,7 +21,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from app.domain import (
+from app.core.domain import (
     Channel,
     DeliveryStatus,
     DeviceDeliveryStatus,
@@ -30,7 +30,7 @@ from app.domain import (
     Priority,
     PushPlatform,
 )
-from app.sms import sms_segments
+from app.core.sms import sms_segments
 
 # No CR or LF: these values end up in email headers.
 HeaderSafeText = Annotated[str, StringConstraints(pattern=r"^[^\r\n]*$")]

@@ -12,13 +12,14 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
-from app import page
-from app.api import api_keys, devices, health, inbox, notifications, openapi, websocket
-from app.errors import register_error_handlers
-from app.logs import bind_log_context, unbind_log_context
-from app.metrics import METRICS_ENDPOINT, init_flask_metrics, observe_request
-from app.services import Services
-from app.settings import Settings
+from app.api import api_keys, devices, health, inbox, notifications, openapi
+from app.api.context import EXTENSION, ApiContext
+from app.api.errors import register_error_handlers
+from app.api.live import page, websocket
+from app.api.metrics import init_flask_metrics
+from app.core.logs import bind_log_context, unbind_log_context
+from app.core.metrics import METRICS_ENDPOINT, observe_request
+from app.core.settings import Settings
 
 
 class _Flask(Flask):
@@ -46,7 +47,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.api_max_body_bytes
     app.config["SOCK_SERVER_OPTIONS"] = websocket.server_options(settings.ws_ping_interval_seconds)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["notification_service"] = Services.build(settings)
+    app.extensions[EXTENSION] = ApiContext.build(settings)
     register_error_handlers(app)
     _trace_requests(app)
     init_flask_metrics(app)

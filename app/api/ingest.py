@@ -2,17 +2,16 @@
 
 Each request hands its notification to the process's one writer and waits (requests and the
 writer are greenlets under the API's gevent worker, threads elsewhere, as in the tests). The
-writer takes everything waiting (up to ``MAX_BATCH``), writes it with one statement on an
-autocommit connection, and answers each waiting request only after that statement committed, so
+writer takes everything waiting (up to ``MAX_BATCH``), writes it with one statement
+(app/store/accept.py), and answers each waiting request only after that statement committed, so
 accepted still means committed. Under light load a batch is a single notification and costs one
 hand-off; under load batches grow while the previous one commits, and PostgreSQL logs and
-flushes one transaction for many notifications. The batch travels as one JSON parameter of a
-statement prepared once per connection: no per-request planning, no per-column array
-adaptation (bench/RESULTS.md has the measurements).
+flushes one transaction for many notifications.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
@@ -27,101 +26,14 @@ import psycopg2
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
+from app.api.schemas import NotificationCreate
+from app.core.db import transaction
+from app.store import notifications
+from app.store.accept import EXECUTE, NewDelivery, NewNotification, prepare, write_batch
+
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 200
-
-# The notifications, one delivery per channel and one outbox event per delivery, for a whole
-# batch given as a JSON array of NewNotification. A notification whose (api key,
-# Idempotency-Key) is already taken is skipped with its deliveries, and is missing from the
-# result: its request is then answered as a replay.
-_PREPARE = """
-    PREPARE accept_batch(json) AS
-    WITH v AS (
-        SELECT * FROM json_to_recordset($1) AS v(
-            id uuid, api_key_id uuid, idempotency_key text, request_hash bytea,
-            request_id text, type text, priority text, priority_rank smallint,
-            recipient_email text, recipient_phone text, user_id text, device_tokens jsonb,
-            webhook_url text, subject text, body text, html_body text, data jsonb,
-            send_at timestamptz, expires_at timestamptz, deliveries json)
-    ), n AS (
-        INSERT INTO notification (id, api_key_id, idempotency_key, request_hash, request_id, type,
-                                  priority, recipient_email, recipient_phone, user_id,
-                                  device_tokens, webhook_url, subject, body, html_body, data,
-                                  send_at, expires_at)
-        SELECT id, api_key_id, idempotency_key, request_hash, request_id, type, priority,
-               recipient_email, recipient_phone, user_id, device_tokens, webhook_url, subject,
-               body, html_body, data, send_at, expires_at
-        FROM v
-        ON CONFLICT (api_key_id, idempotency_key) DO NOTHING
-        RETURNING id
-    ), d AS (
-        INSERT INTO delivery (id, notification_id, channel)
-        SELECT c.id, v.id, c.channel
-        FROM v JOIN n ON n.id = v.id
-        CROSS JOIN LATERAL json_to_recordset(v.deliveries) AS c(id uuid, channel text)
-        RETURNING id, notification_id, channel
-    ), o AS (
-        INSERT INTO outbox_event (delivery_id, channel, priority, available_at, notification_id,
-                                  request_id)
-        SELECT d.id, d.channel, v.priority_rank, COALESCE(v.send_at, now()), v.id, v.request_id
-        FROM d JOIN v ON v.id = d.notification_id
-    )
-    SELECT CAST(n.id AS text), now() AS created_at FROM n
-"""
-_EXECUTE = "EXECUTE accept_batch(%s)"
-
-
-@dataclass(frozen=True, slots=True)
-class NewDelivery:
-    id: uuid.UUID
-    channel: str
-
-
-@dataclass(frozen=True, slots=True)
-class NewNotification:
-    """One accepted request, as its rows will be written (field names are the columns)."""
-
-    id: uuid.UUID
-    api_key_id: uuid.UUID
-    idempotency_key: str | None
-    request_hash: bytes | None  # only with an idempotency key: it tells a replay from a reuse
-    request_id: str | None
-    type: str
-    priority: str
-    priority_rank: int
-    recipient_email: str | None
-    recipient_phone: str | None
-    user_id: str | None
-    device_tokens: list[str] | None
-    webhook_url: str | None
-    subject: str | None
-    body: str
-    html_body: str | None
-    data: dict[str, Any] | None
-    send_at: datetime | None
-    expires_at: datetime | None
-    deliveries: tuple[NewDelivery, ...]
-
-
-def _bytea(value: object) -> str:
-    if isinstance(value, bytes):
-        return "\\x" + value.hex()
-    raise TypeError(type(value).__name__)
-
-
-def write_batch(connection: Any, batch: list[NewNotification]) -> dict[uuid.UUID, datetime]:
-    """Write ``batch`` with one statement on ``connection`` (a psycopg2 connection in autocommit
-    mode, on which ``prepare(connection)`` ran). Returns the creation time of every notification
-    written; one whose Idempotency-Key was already taken is absent."""
-    with connection.cursor() as cursor:
-        cursor.execute(_EXECUTE, (orjson.dumps(batch, default=_bytea).decode(),))
-        return {uuid.UUID(row[0]): row[1] for row in cursor.fetchall()}
-
-
-def prepare(connection: Any) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(_PREPARE)
 
 
 class _Waiting:
@@ -237,10 +149,122 @@ class AcceptWriter:
                 self._connection.invalidate()
                 self._connection = None
             raise DBAPIError.instance(
-                _EXECUTE,
+                EXECUTE,
                 None,
                 exc,
                 psycopg2.Error,
                 hide_parameters=True,
                 connection_invalidated=lost,
             ) from exc
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before with a different request body."""
+
+
+@dataclass(frozen=True)
+class Accepted:
+    notification: dict[str, Any]
+    replayed: bool
+
+
+def request_fingerprint(request: NotificationCreate) -> bytes:
+    """Hash of the request's meaning, so key order and whitespace do not make a different body."""
+    canonical = orjson.dumps(request.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).digest()
+
+
+def accept(
+    writer: AcceptWriter,
+    api_key_id: uuid.UUID,
+    request: NotificationCreate,
+    idempotency_key: str | None = None,
+    request_id: str | None = None,
+) -> Accepted:
+    """Commit the notification with its deliveries and outbox events through the process's
+    group-committing writer, or replay a prior accept. The writer wakes the relay after the
+    commit, never before."""
+    fingerprint = None
+    if idempotency_key is not None:
+        fingerprint = request_fingerprint(request)
+        replay = _replay(writer.engine, api_key_id, idempotency_key, fingerprint)
+        if replay is not None:
+            return replay
+    new = NewNotification(
+        id=uuid.uuid4(),
+        api_key_id=api_key_id,
+        idempotency_key=idempotency_key,
+        request_hash=fingerprint,
+        request_id=request_id,
+        type=request.type.value,
+        priority=request.priority.value,
+        priority_rank=request.priority.rank,
+        recipient_email=request.recipient_email,
+        recipient_phone=request.recipient_phone,
+        user_id=request.user_id,
+        device_tokens=request.device_tokens,
+        webhook_url=str(request.webhook_url) if request.webhook_url else None,
+        subject=request.subject,
+        body=request.body,
+        html_body=request.html_body,
+        data=request.data,
+        send_at=request.send_at,
+        expires_at=request.expires_at,
+        deliveries=tuple(NewDelivery(uuid.uuid4(), c.value) for c in request.channels),
+    )
+    created_at = writer.write(new)
+    if created_at is None:
+        # Two requests with one Idempotency-Key raced; the other committed first.
+        assert idempotency_key is not None and fingerprint is not None
+        replay = _replay(writer.engine, api_key_id, idempotency_key, fingerprint)
+        assert replay is not None, "a skipped notification always has a committed twin"
+        return replay
+    return Accepted(_accepted_view(new, created_at), replayed=False)
+
+
+def _replay(
+    engine: Engine, api_key_id: uuid.UUID, idempotency_key: str, fingerprint: bytes
+) -> Accepted | None:
+    with transaction(engine) as conn:
+        found = notifications.find_by_idempotency_key(conn, api_key_id, idempotency_key)
+        if found is None:
+            return None
+        notification_id, request_hash = found
+        if request_hash != fingerprint:
+            raise IdempotencyConflict(idempotency_key)
+        view = notifications.get(conn, notification_id)
+    assert view is not None
+    return Accepted(view, replayed=True)
+
+
+def _accepted_view(new: NewNotification, created_at: datetime) -> dict[str, Any]:
+    """What GET would show right after the commit, without reading it back."""
+    return {
+        "id": new.id,
+        "type": new.type,
+        "priority": new.priority,
+        "status": "PENDING",
+        "sendAt": new.send_at,
+        "expiresAt": new.expires_at,
+        "createdAt": created_at,
+        "deliveries": [
+            {
+                "id": delivery_id,
+                "channel": channel,
+                "status": "PENDING",
+                "attempts": 0,
+                "errorCode": None,
+                "lastError": None,
+                "providerMessageId": None,
+                "nextAttemptAt": None,
+                "createdAt": created_at,
+                "updatedAt": created_at,
+                "sentAt": None,
+                # As _VIEW shows it: PUSH lists its devices from the first attempt on.
+                "devices": [] if channel == "PUSH" else None,
+            }
+            for delivery_id, channel in sorted(
+                ((d.id, d.channel) for d in new.deliveries), key=lambda pair: pair[1]
+            )
+        ],
+    }

@@ -1,5 +1,5 @@
-"""API keys: issued once, stored only as a hash, scoped, revocable, rotatable, checked on every
-API route but health and metrics."""
+"""API keys: issued once, stored only as a hash (app/store/api_keys.py), scoped, revocable,
+rotatable; the cache and the lookup that every authenticated request goes through."""
 
 from __future__ import annotations
 
@@ -11,21 +11,15 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from flask import g, request
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 
-from app.db import transaction
-from app.errors import ApiError
+from app.core.db import transaction
+from app.store import api_keys
 
 KEY_PREFIX = "nsk_"
 WEBHOOK_SECRET_PREFIX = "whsec_"
 SCOPES = ("send", "read", "admin")
 DEFAULT_SCOPES = ("send", "read")
-
-# Which scope a request needs: reading needs ``read``, changing needs ``send``; blueprints that
-# manage the service itself need ``admin`` whatever the method.
-ADMIN_BLUEPRINTS = frozenset({"api_keys"})
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True)
@@ -67,21 +61,15 @@ def _insert_key(
 ) -> IssuedKey:
     scopes = tuple(sorted(set(scopes), key=SCOPES.index))
     key, key_id = _new_key(), uuid.uuid4()
-    conn.execute(
-        text(
-            "INSERT INTO api_key (id, name, key_hash, key_prefix, webhook_secret, scopes,"
-            " rotated_from) VALUES (:id, :name, :hash, :prefix, :webhook_secret, :scopes,"
-            " :rotated_from)"
-        ),
-        {
-            "id": str(key_id),
-            "name": name,
-            "hash": hash_key(key),
-            "prefix": key[:8],
-            "webhook_secret": webhook_secret,
-            "scopes": list(scopes),
-            "rotated_from": str(rotated_from) if rotated_from else None,
-        },
+    api_keys.insert(
+        conn,
+        key_id=key_id,
+        name=name,
+        key_hash=hash_key(key),
+        key_prefix=key[:8],
+        webhook_secret=webhook_secret,
+        scopes=scopes,
+        rotated_from=rotated_from,
     )
     return IssuedKey(key_id, name, key, webhook_secret, scopes)
 
@@ -94,13 +82,7 @@ def create_api_key(engine: Engine, name: str, scopes: Iterable[str] = DEFAULT_SC
 
 def revoke_api_key(engine: Engine, key_id: uuid.UUID) -> None:
     with transaction(engine) as conn:
-        revoked = conn.execute(
-            text(
-                "UPDATE api_key SET revoked_at = now() WHERE id = :id AND revoked_at IS NULL"
-                " RETURNING id"
-            ),
-            {"id": str(key_id)},
-        ).first()
+        revoked = api_keys.revoke(conn, key_id)
     if revoked is None:
         raise UnknownKey(str(key_id))
 
@@ -109,13 +91,7 @@ def rotate_api_key(engine: Engine, key_id: uuid.UUID) -> IssuedKey:
     """A new key with the same name, scopes and webhook secret (receivers keep verifying); the
     old key is revoked in the same transaction."""
     with transaction(engine) as conn:
-        old = conn.execute(
-            text(
-                "UPDATE api_key SET revoked_at = now() WHERE id = :id AND revoked_at IS NULL"
-                " RETURNING name, scopes, webhook_secret"
-            ),
-            {"id": str(key_id)},
-        ).first()
+        old = api_keys.revoke(conn, key_id)
         if old is None:
             raise UnknownKey(str(key_id))
         return _insert_key(conn, old.name, old.scopes, old.webhook_secret, rotated_from=key_id)
@@ -123,13 +99,7 @@ def rotate_api_key(engine: Engine, key_id: uuid.UUID) -> IssuedKey:
 
 def list_api_keys(engine: Engine) -> list[dict[str, object]]:
     with transaction(engine) as conn:
-        rows = conn.execute(
-            text(
-                "SELECT id, name, key_prefix, scopes, created_at, revoked_at, rotated_from"
-                " FROM api_key ORDER BY created_at"
-            )
-        )
-        return [dict(row._mapping) for row in rows]
+        return api_keys.list_all(conn)
 
 
 class KeyCache:
@@ -173,48 +143,14 @@ def authenticate(
     key = key.strip()
     if scheme.lower() != "bearer" or not key.startswith(KEY_PREFIX) or len(key) > 200:
         return None
-    # Looked up by the SHA-256 of the presented key, never by comparing key text: what the
-    # database compares is a digest through an index, so timing reveals nothing about how much
-    # of a guessed key was right.
     digest = hash_key(key)
     if cache is not None and (cached := cache.get(digest)) is not None:
         return cached
     with engine.connect() as conn:
-        row = conn.execute(
-            text("SELECT id, scopes FROM api_key WHERE key_hash = :hash AND revoked_at IS NULL"),
-            {"hash": digest},
-        ).first()
+        row = api_keys.find_live(conn, digest)
     if row is None:
         return None
     caller = Caller(row.id, frozenset(row.scopes))
     if cache is not None:
         cache.put(digest, caller)
     return caller
-
-
-def required_scope(method: str, blueprint: str | None) -> str:
-    if blueprint in ADMIN_BLUEPRINTS:
-        return "admin"
-    return "read" if method in SAFE_METHODS else "send"
-
-
-def require_api_key() -> None:
-    """``before_request`` hook of every blueprint but health: 401 unless a live key is shown,
-    403 unless it has the scope the request needs, 429 past its rate limit."""
-    from app.services import services
-
-    found = services()
-    caller = authenticate(found.engine, request.headers.get("Authorization"), found.key_cache)
-    if caller is None:
-        raise ApiError(
-            401,
-            "unauthorized",
-            "A valid API key is required: Authorization: Bearer <key>.",
-            headers={"WWW-Authenticate": 'Bearer realm="notifications"'},
-        )
-    needed = required_scope(request.method, request.blueprint)
-    if needed not in caller.scopes:
-        raise ApiError(403, "insufficient_scope", f"This API key lacks the '{needed}' scope.")
-    found.rate_limiter.check(caller.key_id)
-    g.api_key_id = caller.key_id
-    g.caller = caller

@@ -1,4 +1,5 @@
-"""The in-app inbox: what the IN_APP provider stores and what the inbox API and sockets read.
+"""The in-app inbox: every SQL statement on ``inbox_item`` (the IN_APP provider stores, the inbox
+API and the sockets read and mark).
 
 An item's position (``seq``) is its cursor. Reading a page walks positions backwards; a socket
 catching up walks forwards from the last position it saw.
@@ -15,8 +16,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, text
 
-from app import cursors
-from tasks.channels.base import Message
+from app.core import cursors
 
 # Positions must grow in commit order within one user, or a client that saw position 10 could
 # later miss a position-9 item that committed after it. The per-user transaction lock makes the
@@ -104,31 +104,40 @@ def view(row: Any) -> dict[str, Any]:
     }
 
 
-def store(conn: Connection, message: Message) -> tuple[dict[str, Any], int]:
+def store(
+    conn: Connection,
+    *,
+    user_id: str,
+    delivery_id: uuid.UUID,
+    notification_id: uuid.UUID,
+    category: str,
+    title: str | None,
+    body: str,
+    data: dict[str, Any] | None,
+) -> tuple[dict[str, Any], int]:
     """Store the item of one IN_APP delivery (or find the one a previous run stored).
 
     Returns the item's view and the user's unread count after it.
     """
-    assert message.user_id is not None
-    conn.execute(_LOCK_USER, {"user_id": message.user_id})
+    conn.execute(_LOCK_USER, {"user_id": user_id})
     conn.execute(
         _STORE,
         {
             "id": str(uuid.uuid4()),
-            "user_id": message.user_id,
-            "delivery_id": str(message.delivery_id),
-            "notification_id": str(message.notification_id),
-            "category": message.type.value,
-            "title": message.subject,
-            "body": message.body,
-            "data": None if message.data is None else orjson.dumps(message.data).decode(),
+            "user_id": user_id,
+            "delivery_id": str(delivery_id),
+            "notification_id": str(notification_id),
+            "category": category,
+            "title": title,
+            "body": body,
+            "data": None if data is None else orjson.dumps(data).decode(),
         },
     )
     row = conn.execute(
         text(f"SELECT {_COLUMNS} FROM inbox_item WHERE delivery_id = :delivery_id"),
-        {"delivery_id": str(message.delivery_id)},
+        {"delivery_id": str(delivery_id)},
     ).one()
-    return view(row), unread_count(conn, message.user_id)
+    return view(row), unread_count(conn, user_id)
 
 
 def unread_count(conn: Connection, user_id: str) -> int:

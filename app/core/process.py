@@ -1,0 +1,61 @@
+"""What every process holds, built once from one ``Settings``: the API's workers, the relay and
+the Celery workers each extend this one shape with their own parts (app/api/context.py,
+relay/main.py, tasks/deliver.py)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Self
+
+import redis
+from sqlalchemy import Engine
+
+from app.core.db import make_engine
+from app.core.settings import Settings
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessContext:
+    settings: Settings
+    # Transactions: ``with transaction(engine) as conn``; store functions take that ``conn``.
+    engine: Engine
+    # Autocommit: one guarded statement is one round trip (BEGIN and COMMIT would be two more).
+    statements: Engine
+    redis: redis.Redis
+    pid: int = field(default_factory=os.getpid)  # a forked child builds its own
+
+    @classmethod
+    def connect(
+        cls,
+        settings: Settings,
+        *,
+        pool_size: int,
+        pre_ping: bool = False,
+        statements_pool_size: int = 1,
+        redis_timeout_seconds: float = 2.0,
+    ) -> ProcessContext:
+        """Connections are opened on first use, so building a context costs nothing."""
+        return ProcessContext(
+            settings=settings,
+            engine=make_engine(settings, pool_size=pool_size, pre_ping=pre_ping),
+            statements=make_engine(
+                settings, pool_size=statements_pool_size, pre_ping=False, autocommit=True
+            ),
+            redis=redis.Redis.from_url(
+                settings.redis_url,
+                socket_timeout=redis_timeout_seconds,
+                socket_connect_timeout=redis_timeout_seconds,
+            ),
+        )
+
+    @classmethod
+    def extend(cls, base: ProcessContext, **parts: Any) -> Self:
+        """``base`` with a process kind's own parts."""
+        shared = {f.name: getattr(base, f.name) for f in fields(ProcessContext)}
+        return cls(**shared, **parts)
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self.statements.dispose()
+        self.redis.close()

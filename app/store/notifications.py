@@ -1,0 +1,151 @@
+"""Reading, listing and cancelling notifications: every SQL statement on ``notification``."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from app.core import cursors
+from app.store import deliveries
+
+# A notification's status summarises its deliveries. Defined once, in SQL, so that filtering a
+# list by status and showing one notification can never disagree. A PUSH delivery also shows
+# its per-device results (``delivery_device``, written by tasks/channels/push.py).
+_VIEW = """
+    SELECT n.id, n.type, n.priority, n.send_at, n.expires_at, n.created_at, s.status, s.deliveries
+    FROM notification n
+    CROSS JOIN LATERAL (
+        SELECT CASE
+                 WHEN bool_and(d.status = 'PENDING') THEN 'PENDING'
+                 WHEN bool_or(d.status IN ('PENDING', 'QUEUED', 'SENDING', 'RETRYING'))
+                      THEN 'PROCESSING'
+                 WHEN bool_and(d.status = 'SENT') THEN 'SENT'
+                 WHEN bool_or(d.status = 'SENT') THEN 'PARTIALLY_SENT'
+                 WHEN bool_and(d.status = 'CANCELLED') THEN 'CANCELLED'
+                 WHEN bool_and(d.status = 'EXPIRED') THEN 'EXPIRED'
+                 ELSE 'FAILED'
+               END AS status,
+               json_agg(json_build_object(
+                   'id', d.id, 'channel', d.channel, 'status', d.status, 'attempts', d.attempts,
+                   'errorCode', d.error_code, 'lastError', d.last_error,
+                   'providerMessageId', d.provider_message_id,
+                   'nextAttemptAt', d.next_attempt_at, 'createdAt', d.created_at,
+                   'updatedAt', d.updated_at, 'sentAt', d.sent_at,
+                   'devices', CASE WHEN d.channel = 'PUSH' THEN COALESCE(
+                       (SELECT json_agg(json_build_object(
+                            'deviceId', dd.device_id, 'platform', dd.platform,
+                            'tokenPrefix', dd.token_prefix, 'status', dd.status,
+                            'attempts', dd.attempts, 'errorCode', dd.error_code,
+                            'lastError', dd.last_error,
+                            'providerMessageId', dd.provider_message_id,
+                            'updatedAt', dd.updated_at, 'sentAt', dd.sent_at) ORDER BY dd.id)
+                        FROM delivery_device dd WHERE dd.delivery_id = d.id),
+                       '[]') END) ORDER BY d.channel
+               ) AS deliveries
+        FROM delivery d WHERE d.notification_id = n.id
+    ) s
+"""
+
+
+@dataclass(frozen=True)
+class ListFilters:
+    status: str | None = None
+    channel: str | None = None
+    type: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    cursor: tuple[datetime, uuid.UUID] | None = None
+    limit: int = 50
+
+
+_BY_IDEMPOTENCY_KEY = text(
+    "SELECT id, request_hash FROM notification"
+    " WHERE api_key_id = :api_key_id AND idempotency_key = :key"
+)
+
+
+def find_by_idempotency_key(
+    conn: Connection, api_key_id: uuid.UUID, idempotency_key: str
+) -> tuple[uuid.UUID, bytes] | None:
+    """The id and request hash of the notification accepted with this key, if any."""
+    row = conn.execute(
+        _BY_IDEMPOTENCY_KEY, {"api_key_id": str(api_key_id), "key": idempotency_key}
+    ).first()
+    return None if row is None else (row.id, bytes(row.request_hash))
+
+
+def list_(conn: Connection, filters: ListFilters) -> tuple[list[dict[str, Any]], str | None]:
+    """One page, newest first, and the cursor for the next page (None on the last)."""
+    where: list[str] = []
+    params: dict[str, Any] = {"limit": filters.limit + 1}
+    if filters.type:
+        where.append("n.type = :type")
+        params["type"] = filters.type
+    if filters.status:
+        where.append("s.status = :status")
+        params["status"] = filters.status
+    if filters.channel:
+        where.append(
+            "EXISTS (SELECT 1 FROM delivery c WHERE c.notification_id = n.id"
+            " AND c.channel = :channel)"
+        )
+        params["channel"] = filters.channel
+    if filters.created_after:
+        where.append("n.created_at > :created_after")
+        params["created_after"] = filters.created_after
+    if filters.created_before:
+        where.append("n.created_at < :created_before")
+        params["created_before"] = filters.created_before
+    if filters.cursor:
+        where.append("(n.created_at, n.id) < (:cursor_created, :cursor_id)")
+        params["cursor_created"], cursor_id = filters.cursor
+        params["cursor_id"] = str(cursor_id)
+    sql = _VIEW + (" WHERE " + " AND ".join(where) if where else "")
+    sql += " ORDER BY n.created_at DESC, n.id DESC LIMIT :limit"
+    rows = conn.execute(text(sql), params).all()
+    page = [_as_view(row) for row in rows[: filters.limit]]
+    has_more = len(rows) > filters.limit
+    next_cursor = encode_cursor(rows[filters.limit - 1]) if has_more else None
+    return page, next_cursor
+
+
+def cancel(conn: Connection, notification_id: uuid.UUID) -> tuple[dict[str, Any] | None, int]:
+    """Cancel what has not been sent yet. Returns the notification and how many were cancelled."""
+    cancelled = deliveries.cancel(conn, notification_id)
+    return get(conn, notification_id), len(cancelled)
+
+
+def encode_cursor(row: Any) -> str:
+    """An opaque, URL-safe token for the position after ``row``."""
+    return cursors.wrap(f"{row.created_at.isoformat()}|{row.id}")
+
+
+def decode_cursor(raw: str) -> tuple[datetime, uuid.UUID]:
+    """Raises ValueError for anything this API did not issue."""
+    created, _, ident = cursors.unwrap(raw).partition("|")
+    when = datetime.fromisoformat(created)
+    if when.tzinfo is None:
+        raise ValueError("not a cursor")
+    return when, uuid.UUID(ident)
+
+
+def get(conn: Connection, notification_id: uuid.UUID) -> dict[str, Any] | None:
+    row = conn.execute(text(_VIEW + " WHERE n.id = :id"), {"id": str(notification_id)}).first()
+    return _as_view(row) if row is not None else None
+
+
+def _as_view(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "type": row.type,
+        "priority": row.priority,
+        "status": row.status,
+        "sendAt": row.send_at,
+        "expiresAt": row.expires_at,
+        "createdAt": row.created_at,
+        "deliveries": row.deliveries,
+    }

@@ -1,0 +1,54 @@
+"""The Celery application: one queue per channel, priorities on Redis, late acknowledgement.
+
+``make_celery`` only configures; the process that runs workers builds its app in
+``tasks.celery`` (what ``celery -A tasks`` loads), and the relay builds one to encode messages.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from app.core.domain import Channel, Priority
+from app.core.routing import PRIORITY_SEP, PRIORITY_STEPS
+from app.core.settings import Settings
+
+
+class NotificationCelery(Celery):
+    """A Celery app that carries the one ``Settings`` its process was built from."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__("notifications", broker=settings.redis_url, include=["tasks.deliver"])
+        self.settings = settings
+
+
+def make_celery(settings: Settings) -> NotificationCelery:
+    celery = NotificationCelery(settings)
+    celery.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_queues=[Queue(channel.queue) for channel in Channel],
+        task_default_queue=Channel.EMAIL.queue,
+        # A message is acknowledged only after its task finished, and requeued if the worker
+        # process died under it; the delivery's guarded claim makes the rerun harmless.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # On Redis each priority is its own list (email, email:1, email:2) and 0 is served first.
+        # The default priority is NORMAL's, so un-prioritised messages do not jump HIGH ones.
+        task_default_priority=Priority.NORMAL.rank,
+        broker_transport_options={
+            "priority_steps": PRIORITY_STEPS,
+            "sep": PRIORITY_SEP,
+            "queue_order_strategy": "priority",
+            "visibility_timeout": settings.broker_visibility_timeout_seconds,
+        },
+        broker_connection_retry_on_startup=True,
+        # Task events only while someone watches: Flower switches them on in every worker
+        # (enable_events, repeated every 5 s) and a worker then reports each task. Sent always,
+        # they cost a fan-out PUBLISH and a new Redis client per event, three events per task
+        # (bench/RESULTS.md). The relay never sends "task-sent".
+        worker_send_task_events=False,
+    )
+    return celery
