@@ -80,8 +80,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
             self.cfg.set("workers", settings.api_workers)
             # gevent: every connection is a greenlet, so a request waiting on PostgreSQL or
             # Redis costs a greenlet switch, not a thread switch and a fight for the GIL
-            # (bench/RESULTS.md: the accepts of 2 processes × 8 threads cost 22 context
-            # switches each; under gevent 2). Each WebSocket holds its connection for its
+            # (measured in bench/RESULTS.md). Each WebSocket holds its connection for its
             # life; the sockets past WS_MAX_CONNECTIONS are refused, so HTTP always has its
             # API_CONNECTIONS.
             self.cfg.set("worker_class", "gevent")
@@ -191,10 +190,10 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         "WS_TOKEN_SECRET": settings.ws_token_secret or secrets.token_urlsafe(32),
     }
     commands = {
-        "api": me + ["api", "--host", args.host, "--port", str(args.port)],
-        "relay": me + ["relay"],
-        "worker": me + ["worker", "--queues", ALL_QUEUES],
-        "flower": me + ["flower"],
+        "api": [*me, "api", "--host", args.host, "--port", str(args.port)],
+        "relay": [*me, "relay"],
+        "worker": [*me, "worker", "--queues", ALL_QUEUES],
+        "flower": [*me, "flower"],
     }
     children = {name: subprocess.Popen(cmd, env=child_env) for name, cmd in commands.items()}
     shown_host = "localhost" if args.host == "0.0.0.0" else args.host

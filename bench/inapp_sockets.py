@@ -104,7 +104,7 @@ def cpu_seconds(pid: int) -> float:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def bench(args: argparse.Namespace, port: int, secret: str, worker_pid: int) -> dict:

@@ -24,7 +24,7 @@ from tests.standins.smtp import SmtpStandIn
 from tests.standins.webhook import WebhookReceiver
 
 # pytest-xdist runs the suite in parallel processes (gw0, gw1, ...): each has a database and a
-# Redis database of its own (Redis pub/sub channels are scoped to the database, app/pubsub.py).
+# Redis database of its own (Redis pub/sub channels are scoped to the database, app/core/pubsub.py).
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 _WORKER_INDEX = int(XDIST_WORKER[2:]) if XDIST_WORKER.startswith("gw") else 0
 TEST_DATABASE_URL = os.environ.get(

@@ -121,7 +121,7 @@ def worker_queue(deployment: dict[str, Any]) -> str:
 
 
 def exported_metric_names() -> set[str]:
-    """Every sample name the service exposes: app/metrics.py's metrics in their exposition
+    """Every sample name the service exposes: app/core/metrics.py's metrics in their exposition
     forms, plus prometheus-flask-exporter's request metrics it documents."""
     names = set()
     for obj in vars(app.core.metrics).values():
@@ -367,7 +367,7 @@ def test_secret_templates_hold_no_values() -> None:
 
 def test_containers_set_only_known_settings() -> None:
     known = {env for env, _, _ in Settings.documented()}
-    # Being added to app/settings.py alongside these manifests.
+    # Being added to app/core/settings.py alongside these manifests.
     known |= {
         "RELAY_METRICS_PORT",
         "WORKER_METRICS_PORT",

@@ -1,6 +1,6 @@
-"""Group commit of accepts (app/ingest.py): requests that wait together are written together,
-each is answered only once committed, and one bad request or a lost connection fails only what
-it must."""
+"""Group commit of accepts (app/api/ingest.py, app/store/accept.py): requests that wait together
+are written together, each is answered only once committed, and one bad request or a lost
+connection fails only what it must."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ class _Waiting:
     """One request's notification and, once written, its outcome. The request thread blocks on
     a lock the writer releases: the cheapest hand-off between two threads."""
 
-    __slots__ = ("notification", "created_at", "error", "_done")
+    __slots__ = ("_done", "created_at", "error", "notification")
 
     def __init__(self, notification: NewNotification) -> None:
         self.notification = notification

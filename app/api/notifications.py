@@ -78,7 +78,7 @@ def submit() -> Response:
         for channel in body.channels:
             NOTIFICATIONS_ACCEPTED.labels(channel.value).inc()
         # Built by ingest.accept in NotificationView's shape (the OpenAPI tests hold it
-        # to the schema); validating it again through the model cost a tenth of an accept.
+        # to the schema); validating it again through the model was a measurable share of an accept.
         response = Response(
             orjson.dumps(accepted.notification, option=orjson.OPT_UTC_Z),
             202,

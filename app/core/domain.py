@@ -28,13 +28,8 @@ class Priority(StrEnum):
         """Outbox ordering and Celery message priority: on Redis, 0 is served first."""
         return _PRIORITY_RANK[self]
 
-    @classmethod
-    def from_rank(cls, rank: int) -> Priority:
-        return _RANK_PRIORITY[rank]
-
 
 _PRIORITY_RANK = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
-_RANK_PRIORITY = {rank: priority for priority, rank in _PRIORITY_RANK.items()}
 
 
 class NotificationType(StrEnum):
@@ -53,10 +48,6 @@ class DeliveryStatus(StrEnum):
     EXPIRED = "EXPIRED"
     CANCELLED = "CANCELLED"
 
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL_STATUSES
-
 
 TERMINAL_STATUSES = frozenset(
     {DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.EXPIRED, DeliveryStatus.CANCELLED}
@@ -64,7 +55,7 @@ TERMINAL_STATUSES = frozenset(
 
 
 class NotificationStatus(StrEnum):
-    """A notification's status, derived from its deliveries (see app/notifications.py)."""
+    """A notification's status, derived from its deliveries (see app/store/notifications.py)."""
 
     PENDING = "PENDING"
     PROCESSING = "PROCESSING"

@@ -1,9 +1,10 @@
 """Inbox events on Redis pub/sub: one channel per user, published by whoever changed the inbox.
 
 The IN_APP provider publishes each stored item; the API publishes read and delete marks. Every
-API process that holds a socket of the user is subscribed to that user's channel (app/hub.py)
-and forwards the event, already in its wire form, to those sockets. PUBLISH answers how many
-processes received it: the IN_APP provider records that count (0 = the user had no socket open).
+API process that holds a socket of the user is subscribed to that user's channel
+(app/api/live/hub.py) and forwards the event, already in its wire form, to those sockets.
+PUBLISH answers how many processes received it: the IN_APP provider records that count (0 = the
+user had no socket open).
 """
 
 from __future__ import annotations

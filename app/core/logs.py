@@ -15,7 +15,6 @@ from pythonjsonlogger.json import JsonFormatter
 
 from app.core.settings import Settings
 
-CONTEXT_FIELDS = ("request_id", "notification_id", "delivery_id")
 _context: ContextVar[dict[str, str]] = ContextVar("log_context", default={})  # noqa: B039
 
 

@@ -83,10 +83,10 @@ PROVIDER_CALL_DURATION = Histogram(
 )
 
 # Every API request, under the names and labels prometheus-flask-exporter's defaults use
-# (dashboards and alerts rely on them), recorded by app/factory.py's after-request hook instead
-# of the exporter's: its hooks probe the request proxy a dozen times, four of them for
-# attributes that are missing (an AttributeError each), and cost 12 % of the API's throughput
-# (bench/RESULTS.md). The exporter still serves ``/metrics``.
+# (dashboards and alerts rely on them), recorded by app/api/factory.py's after-request hook
+# instead of the exporter's: its hooks probe the request proxy a dozen times, four of them for
+# attributes that are missing (an AttributeError each), a measurable share of the API's
+# throughput. The exporter still serves ``/metrics`` (app/api/metrics.py).
 HTTP_REQUESTS = Counter(
     "flask_http_request_total", "Total number of HTTP requests", ["method", "status"]
 )

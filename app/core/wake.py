@@ -1,7 +1,7 @@
 """Waking the relay: a Redis message published after the accepting transaction commits.
 
 Not PostgreSQL NOTIFY: a transaction that issued NOTIFY holds a global lock through its commit,
-which serialises concurrent commits (about half the commits/s from 16 clients: bench/RESULTS.md).
+which serialises concurrent commits (bench/RESULTS.md measures the cost).
 A lost wake-up costs only latency: the relay also polls every RELAY_POLL_INTERVAL_MS.
 """
 

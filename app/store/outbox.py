@@ -19,7 +19,6 @@ from sqlalchemy import Connection, text
 # The claimed ids are handed on as arrays (= ANY(ARRAY(…))), not as IN (subquery) or a join:
 # the planner then probes the primary keys for exactly those rows, where with IN or a join it
 # chose to hash the whole table on every batch, which made each claim slower as the backlog grew.
-# (38 vs 22 ms per 500-row batch over a 50,000-row backlog; bench/RESULTS.md).
 _CLAIM = text(
     """
     WITH claimed AS (
@@ -46,7 +45,7 @@ _CLAIM = text(
 @dataclass(frozen=True)
 class ClaimedEvent:
     """Ids as text: they go straight into task arguments and logs, so parsing them into UUID
-    objects and back cost the relay 5 % of its time."""
+    objects and back was a measurable share of the relay's time."""
 
     delivery_id: str
     channel: str

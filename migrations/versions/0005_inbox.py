@@ -19,7 +19,7 @@ def upgrade() -> None:
             id               uuid PRIMARY KEY,
             -- The user's position counter: cursors are positions, so "what came after the last
             -- item I saw" is one index range. Items of one user are inserted under a per-user
-            -- lock (app/inbox.py), so their positions grow in commit order.
+            -- lock (app/store/inbox.py), so their positions grow in commit order.
             seq              bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
             user_id          text NOT NULL,
             -- One item per delivery: a redelivered task finds the item instead of adding one.

@@ -12,7 +12,7 @@ class QuietHandler(BaseHTTPRequestHandler):
     # HTTP/1.1, so clients keep connections alive as they would with the real service.
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def read_body(self) -> bytes:

@@ -175,12 +175,12 @@ class Hub:
             started = time.monotonic()
             try:
                 self._run(pubsub, catch_up=not first)
-            except Exception as exc:  # noqa: BLE001 - the listener must outlive any failure
+            except Exception as exc:
                 log.warning("inbox listener lost Redis (%s); reconnecting", exc)
             finally:
                 try:
                     pubsub.close()
-                except Exception:  # noqa: BLE001
+                except Exception:
                     pass
             first = False
             backoff = 0.1 if time.monotonic() - started > 30 else min(backoff * 2, 5.0)
