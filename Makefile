@@ -15,7 +15,12 @@ PYTEST_ARGS ?=
 run: $(STAMP) services
 	$(BIN)/notification-service dev
 
+# Lint, types (mypy --strict, setup.cfg) and the import rules (setup.cfg's [importlinter]) first.
 test: $(STAMP) services deploy-tools browser
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy app tasks relay
+	$(BIN)/lint-imports
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Benchmarks (not part of the test suite): wrk from Debian, procrastinate (the peer) from PyPI.

@@ -7,28 +7,24 @@
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from app.core.domain import Channel, Priority
 from app.core.routing import PRIORITY_SEP, PRIORITY_STEPS
 from app.core.settings import Settings
 
-
-class NotificationCelery(Celery):
-    """A Celery app that carries the one ``Settings`` its process was built from."""
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__("notifications", broker=settings.redis_url, include=["tasks.deliver"])
-        self.settings = settings
+SETTINGS_KEY = "notification_settings"
 
 
-def make_celery(settings: Settings) -> NotificationCelery:
-    celery = NotificationCelery(settings)
+def make_celery(settings: Settings) -> Celery:
+    celery = Celery("notifications", broker=settings.redis_url, include=["tasks.deliver"])
     celery.conf.update(
+        # The one Settings of the process, for the task to build its context from.
+        **{SETTINGS_KEY: settings},
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
-        task_queues=[Queue(channel.queue) for channel in Channel],
+        task_queues=[Queue(channel.queue) for channel in Channel],  # type: ignore[no-untyped-call]
         task_default_queue=Channel.EMAIL.queue,
         # A message is acknowledged only after its task finished, and requeued if the worker
         # process died under it; the delivery's guarded claim makes the rerun harmless.
@@ -52,3 +48,10 @@ def make_celery(settings: Settings) -> NotificationCelery:
         worker_send_task_events=False,
     )
     return celery
+
+
+def app_settings(celery: Celery) -> Settings:
+    """The Settings ``celery`` was made with."""
+    settings = celery.conf[SETTINGS_KEY]
+    assert isinstance(settings, Settings)
+    return settings

@@ -16,12 +16,14 @@ settings = Settings.from_env()
 app = make_celery(settings)
 
 
-@setup_logging.connect
 def _configure_logging(**_: Any) -> None:
     """Workers log like every other process, whether started by notification-service or celery."""
     configure_logging(settings)
 
 
-@worker_init.connect
 def _serve_worker_metrics(**_: Any) -> None:
     metrics.serve_metrics(settings.worker_metrics_port, "worker")
+
+
+setup_logging.connect(_configure_logging)
+worker_init.connect(_serve_worker_metrics)

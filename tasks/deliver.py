@@ -24,6 +24,7 @@ from app.core.routing import TASK_NAME
 from app.core.settings import Settings
 from app.store import deliveries
 from app.store.deliveries import DeliveryResult
+from tasks.app import app_settings
 from tasks.channels import build_providers
 from tasks.channels.base import (
     InvalidRecipient,
@@ -73,7 +74,7 @@ def backoff_seconds(settings: Settings, attempt: int, retry_after: float | None)
     """Exponential backoff with jitter, no sooner than the provider asked, never past the cap."""
     ceiling = min(
         settings.retry_backoff_max_seconds,
-        settings.retry_backoff_base_seconds * 2 ** max(0, attempt - 1),
+        settings.retry_backoff_base_seconds * 2.0 ** max(0, attempt - 1),
     )
     delay = ceiling / 2 + random.uniform(0, ceiling / 2)
     if retry_after is not None:
@@ -170,13 +171,16 @@ def _observe(row: Any, status: str, error_code: str | None) -> None:
         )
 
 
-@shared_task(name=TASK_NAME, bind=True, acks_late=True, max_retries=None)
 def deliver(self: Task, delivery_ids: list[str]) -> None:
     """Deliver a chunk of one channel's deliveries. A retryable failure is retried on its own,
     never by re-running the ids that already succeeded."""
-    for result in deliver_ids(worker_context(self.app.settings), delivery_ids):
+    for result in deliver_ids(worker_context(app_settings(self.app)), delivery_ids):
         self.retry(
             args=([str(result.delivery_id)],),
             countdown=result.retry_in_seconds,
             throw=False,
         )
+
+
+# Registered with whichever app the worker runs (tasks.celery's); importing it builds none.
+deliver_task = shared_task(name=TASK_NAME, bind=True, acks_late=True, max_retries=None)(deliver)

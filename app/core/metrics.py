@@ -110,7 +110,7 @@ def metrics_registry() -> CollectorRegistry:
     """What a process serves: every process's files in multiprocess mode, else its own."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return registry
     return REGISTRY
 

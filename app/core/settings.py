@@ -219,7 +219,8 @@ class Settings:
     retry_backoff_base_seconds: float = _setting(
         "RETRY_BACKOFF_BASE_SECONDS",
         2.0,
-        "First retry delay; doubles each attempt (equal jitter: half fixed, half random).",
+        "Ceiling of the first retry delay; doubles each attempt (equal jitter: each delay is"
+        " drawn uniformly between half its ceiling and the ceiling).",
     )
     retry_backoff_max_seconds: float = _setting(
         "RETRY_BACKOFF_MAX_SECONDS",

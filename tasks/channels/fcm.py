@@ -66,7 +66,9 @@ class _TokenRequest(google.auth.transport.requests.Request):
         timeout: Any = None,
         **kwargs: Any,
     ) -> Any:
-        return super().__call__(url, method, body, headers, timeout=self._timeout, **kwargs)
+        return super().__call__(  # type: ignore[no-untyped-call]
+            url, method, body, headers, timeout=self._timeout, **kwargs
+        )
 
 
 class _NonBlockingFCM(FCMNotification):  # type: ignore[misc]
@@ -100,7 +102,8 @@ class _NonBlockingFCM(FCMNotification):  # type: ignore[misc]
                 self.credentials.refresh(self._token_request)
             self.thread_local.token_expiry = 0
             response = self.requests_session.post(self.fcm_end_point, data=payload, timeout=timeout)
-        return response
+        sent: requests.Response = response
+        return sent
 
 
 class FcmSender:
@@ -134,7 +137,7 @@ class FcmSender:
                 info = json.loads(Path(self._settings.fcm_service_account_file).read_text())
                 if self._settings.fcm_project_id:
                     info["project_id"] = self._settings.fcm_project_id
-                credentials = service_account.Credentials.from_service_account_info(
+                credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
                     info, scopes=[SCOPE]
                 )
                 self._client = _NonBlockingFCM(credentials, self._settings)

@@ -90,7 +90,6 @@ def server_options(ping_interval_seconds: float) -> dict[str, Any]:
     }
 
 
-@sock.route("/ws/notifications", bp=blueprint)
 def notifications(ws: Server) -> None:
     try:
         _session(ws, api_context())
@@ -98,6 +97,9 @@ def notifications(ws: Server) -> None:
         ws.close(closed.code, closed.reason)
     finally:
         _linger(ws)
+
+
+sock.route("/ws/notifications", bp=blueprint)(notifications)
 
 
 def _session(ws: Server, found: ApiContext) -> None:
