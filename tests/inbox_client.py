@@ -44,6 +44,13 @@ class Tab:
         self.ws.send(json.dumps(auth))
 
     @classmethod
+    def unauthenticated(cls, base: str) -> Tab:
+        """A socket that has sent nothing yet: the test chooses its first message, or none."""
+        tab = cls.__new__(cls)
+        tab.ws = Client.connect(base.replace("http://", "ws://") + "/ws/notifications")
+        return tab
+
+    @classmethod
     def open(cls, base: str, key: str, user_id: str, cursor: str | None = None) -> Tab:
         """A tab of ``user_id`` with a fresh token, once its backlog was sent (``ready``)."""
         status, token = call("POST", f"{base}/api/v1/users/{user_id}/ws-token", key)

@@ -43,6 +43,31 @@ def test_backoff_doubles_per_attempt_within_jitter_and_cap(
     assert len({round(d, 6) for d in delays}) > 100  # jittered, not a fixed schedule
 
 
+class _Pinned(random.Random):
+    """Randomness pinned to one draw: every float it makes comes from ``random()``."""
+
+    def __init__(self, draw: float) -> None:
+        super().__init__()
+        self.draw = draw
+
+    def random(self) -> float:
+        return self.draw
+
+
+@pytest.mark.parametrize(("attempt", "ceiling"), [(1, 2.0), (2, 4.0), (3, 8.0), (9, 60.0)])
+def test_backoff_is_equal_jitter_from_half_the_ceiling_to_the_ceiling(
+    monkeypatch: pytest.MonkeyPatch, attempt: int, ceiling: float
+) -> None:
+    delays = {}
+    for draw in (0.0, 0.5, 1 - 2**-53):  # the lowest draw, the middle one, the highest
+        monkeypatch.setattr("tasks.deliver.random", _Pinned(draw))
+        delays[draw] = backoff_seconds(SETTINGS, attempt, None)
+
+    assert delays[0.0] == ceiling / 2
+    assert delays[0.5] == ceiling * 3 / 4
+    assert delays[1 - 2**-53] == pytest.approx(ceiling)
+
+
 def test_retry_after_is_honoured_but_capped() -> None:
     assert backoff_seconds(SETTINGS, 1, retry_after=30) == 30
     assert backoff_seconds(SETTINGS, 1, retry_after=3600) == SETTINGS.retry_backoff_max_seconds
