@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from app.domain import Channel, NotificationType, Priority
-from app.settings import Settings
+from app.core.domain import Channel, NotificationType, Priority
+from app.core.settings import Settings
 from tasks.channels.base import InvalidRecipient, Message, Permanent, Retryable, Sent
 from tasks.channels.email import SmtpEmailProvider
 from tests.netutil import free_port

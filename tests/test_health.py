@@ -11,8 +11,8 @@ from dataclasses import replace
 import pytest
 from sqlalchemy.engine import make_url
 
-from app.factory import create_app
-from app.settings import Settings
+from app.api.factory import create_app
+from app.core.settings import Settings
 from tests.netutil import free_port
 
 POSTGRES_DOWN = {"status": "unavailable", "checks": {"postgres": "unreachable", "redis": "ok"}}
