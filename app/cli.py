@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from app.api.keys import DEFAULT_SCOPES, SCOPES
+from app.api.keys import DEFAULT_PROJECT, DEFAULT_SCOPES, SCOPES
 from app.core.domain import Channel
 from app.core.logs import configure_logging
 from app.core.settings import Settings, mask_url
@@ -31,7 +31,7 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_create_api_key(settings: Settings, args: argparse.Namespace) -> int:
-    from app.api.keys import create_api_key
+    from app.api.keys import PROJECT_ID, create_api_key
     from app.core.db import make_engine
 
     scopes = [scope.strip() for scope in args.scopes.split(",") if scope.strip()]
@@ -39,12 +39,15 @@ def cmd_create_api_key(settings: Settings, args: argparse.Namespace) -> int:
     if unknown or not scopes:
         print(f"--scopes: choose from {', '.join(SCOPES)}", file=sys.stderr)
         return 2
+    if not PROJECT_ID.match(args.project):
+        print("--project: lowercase letters, digits, '-' and '_', 1 to 63", file=sys.stderr)
+        return 2
     engine = make_engine(settings, pool_size=1)
-    issued = create_api_key(engine, args.name, scopes)
+    issued = create_api_key(engine, args.name, scopes, args.project)
     engine.dispose()
     print(
-        f"API key {issued.id} ({issued.name}, scopes {','.join(issued.scopes)}) created;"
-        " it and its secret are shown only once."
+        f"API key {issued.id} ({issued.name}, project {issued.project_id},"
+        f" scopes {','.join(issued.scopes)}) created; it and its secret are shown only once."
     )
     print(f"Webhook signing secret: {issued.webhook_secret}")
     # The key stays the last line, so scripts can take it with `tail -n 1`.
@@ -242,6 +245,11 @@ def parser() -> argparse.ArgumentParser:
         "--scopes",
         default=",".join(DEFAULT_SCOPES),
         help=f"comma-separated, of {','.join(SCOPES)} (default {','.join(DEFAULT_SCOPES)})",
+    )
+    key.add_argument(
+        "--project",
+        default=DEFAULT_PROJECT,
+        help=f"the project (tenant) the key belongs to, created if new (default {DEFAULT_PROJECT})",
     )
     for name, help_text in (("api", "serve the HTTP API with gunicorn"), ("dev", "run everything")):
         serve = sub.add_parser(name, help=help_text)

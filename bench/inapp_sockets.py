@@ -109,7 +109,7 @@ def percentile(values: list[float], q: float) -> float:
 
 async def bench(args: argparse.Namespace, port: int, secret: str, worker_pid: int) -> dict:
     def token(user: str) -> str:
-        return tokens.issue(secret, user, 600).value
+        return tokens.issue(secret, "default", user, 600).value
 
     idle = [Socket(port, token(f"idle-{i}")) for i in range(args.idle)]
     started = time.perf_counter()
@@ -144,7 +144,10 @@ async def bench(args: argparse.Namespace, port: int, secret: str, worker_pid: in
             s.waiters[item_id] = waiters[-1]
         sent_at = time.perf_counter()
         receivers.add(
-            await client.publish(inbox_events.user_channel(client, "target"), orjson.dumps(event))
+            await client.publish(
+                inbox_events.user_channel(client, inbox_events.inbox_of("default", "target")),
+                orjson.dumps(event),
+            )
         )
         arrived = await asyncio.wait_for(asyncio.gather(*waiters), 5)
         latencies.append((max(arrived) - sent_at) * 1000)

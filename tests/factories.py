@@ -22,9 +22,9 @@ def insert_backlog(
             text(
                 """
                 WITH n AS (
-                    INSERT INTO notification (id, api_key_id, request_hash, type, priority,
-                                              recipient_email, subject, body)
-                    SELECT gen_random_uuid(), :key, '\\x00', 'MARKETING', :priority,
+                    INSERT INTO notification (id, project_id, api_key_id, request_hash, type,
+                                              priority, recipient_email, subject, body)
+                    SELECT gen_random_uuid(), 'default', :key, '\\x00', 'MARKETING', :priority,
                            :prefix || i || '@example.com', 'Backlog ' || i, 'body ' || i
                     FROM generate_series(1, :count) AS i
                     RETURNING id

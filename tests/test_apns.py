@@ -240,6 +240,7 @@ def _message() -> Message:
     return Message(
         delivery_id=uuid.uuid4(),
         notification_id=uuid.uuid4(),
+        project_id="default",
         channel=Channel.PUSH,
         attempt=1,
         type=NotificationType.TRANSACTIONAL,

@@ -23,6 +23,7 @@ def message(attempt: int) -> Message:
     return Message(
         delivery_id=uuid.uuid4(),
         notification_id=uuid.uuid4(),
+        project_id="default",
         channel=Channel.EMAIL,
         attempt=attempt,
         type=NotificationType.TRANSACTIONAL,

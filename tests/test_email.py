@@ -27,6 +27,7 @@ def message(recipient: str) -> Message:
     return Message(
         delivery_id=uuid.uuid4(),
         notification_id=uuid.uuid4(),
+        project_id="default",
         channel=Channel.EMAIL,
         attempt=1,
         type=NotificationType.TRANSACTIONAL,

@@ -26,7 +26,7 @@ def test_a_first_message_that_is_not_an_auth_message_is_closed_with_4400(
     processes: Processes,
 ) -> None:
     api = start_api(processes)
-    token = tokens.issue(WS_TOKEN_SECRET, "ivy", 60).value
+    token = tokens.issue(WS_TOKEN_SECRET, "default", "ivy", 60).value
     first_messages = {
         "ping": {"type": "ping"},
         "read-all": {"type": "read-all"},
@@ -66,7 +66,7 @@ def test_a_socket_whose_subscription_redis_does_not_confirm_is_closed_with_1011(
 ) -> None:
     # Nothing listens on this Redis port: the hub's listener cannot subscribe.
     api = start_api(processes, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
-    tab = Tab(api, tokens.issue(WS_TOKEN_SECRET, "ivy", 60).value)
+    tab = Tab(api, tokens.issue(WS_TOKEN_SECRET, "default", "ivy", 60).value)
 
     closed = tab.closed_with(timeout=20)
 

@@ -17,7 +17,7 @@ from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, Tex
 from app.api.live import tokens
 from app.api.live.hub import CLIENT_NAME, MAILBOX_LIMIT
 from app.api.live.websocket import MAX_MESSAGE_BYTES
-from app.core.inbox_events import deleted_event, user_channel
+from app.core.inbox_events import deleted_event, inbox_of, user_channel
 from app.core.settings import Settings
 from tasks.deliver import WorkerContext, deliver_ids
 from tests.conftest import WS_TOKEN_SECRET
@@ -128,13 +128,15 @@ def test_wrong_expired_or_missing_tokens_are_closed_with_4401_and_bad_first_mess
     processes: Processes, api_key: str
 ) -> None:
     (api,) = start(processes)
-    valid = tokens.issue(WS_TOKEN_SECRET, "eve", 60).value
+    valid = tokens.issue(WS_TOKEN_SECRET, "default", "eve", 60).value
     payload, signature = valid.split(".")[1:]
     refused = {
-        "forged": tokens.issue("another-secret-of-at-least-32-chars!!", "eve", 60).value,
-        "tampered": f"v1.{tokens.issue(WS_TOKEN_SECRET, 'bob', 60).value.split('.')[1]}"
+        "forged": tokens.issue("another-secret-of-at-least-32-chars!!", "default", "eve", 60).value,
+        "tampered": f"v1.{tokens.issue(WS_TOKEN_SECRET, 'default', 'bob', 60).value.split('.')[1]}"
         f".{signature}",
-        "expired": tokens.issue(WS_TOKEN_SECRET, "eve", 60, now=time.time() - 3600).value,
+        "expired": tokens.issue(
+            WS_TOKEN_SECRET, "default", "eve", 60, now=time.time() - 3600
+        ).value,
         "garbage": "not-a-token",
         "missing": None,
     }
@@ -151,7 +153,7 @@ def test_wrong_expired_or_missing_tokens_are_closed_with_4401_and_bad_first_mess
     }
     assert bad_cursor == (4400, "invalid cursor")
     assert payload not in json.dumps(outcomes)
-    assert tokens.verify(WS_TOKEN_SECRET, valid) == "eve"
+    assert tokens.verify(WS_TOKEN_SECRET, valid) == ("default", "eve")
     api_log = next(p for p in processes.started if p.name.startswith("api")).log()
     assert "/ws/notifications" in api_log
     for secret in (WS_TOKEN_SECRET, payload, signature, *filter(None, refused.values())):
@@ -350,7 +352,8 @@ def test_a_client_too_slow_to_read_its_events_is_closed_with_4429(
     pipe = redis_client.pipeline(transaction=False)
     for n in range(MAILBOX_LIMIT * 3):
         pipe.publish(
-            user_channel(redis_client, "slow"), json.dumps(deleted_event([f"{n:08d}" * 1000], 0))
+            user_channel(redis_client, inbox_of("default", "slow")),
+            json.dumps(deleted_event([f"{n:08d}" * 1000], 0)),
         )
     pipe.execute()
     time.sleep(1)

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, text
 from app.api.factory import create_app
 from app.api.live import tokens
 from app.api.openapi import document
-from app.core.inbox_events import user_channel
+from app.core.inbox_events import inbox_of, user_channel
 from app.core.settings import Settings, SettingsError
 from tasks.deliver import WorkerContext, deliver_ids
 from tests.conftest import WS_TOKEN_SECRET
@@ -105,7 +105,7 @@ def test_read_and_delete_publish_to_the_users_channel(
     redis_client: redis.Redis,
 ) -> None:
     subscriber = redis_client.pubsub(ignore_subscribe_messages=True)
-    subscriber.subscribe(user_channel(redis_client, "ana"))
+    subscriber.subscribe(user_channel(redis_client, inbox_of("default", "ana")))
     subscriber.get_message(timeout=1)
 
     client.post(f"/api/v1/users/ana/inbox/{items[0]['id']}/read", headers=auth)
@@ -190,7 +190,7 @@ def test_ws_token_names_its_user_expires_and_is_refused_without_a_secret(
     refused = without_secret.post("/api/v1/users/ana/ws-token", headers=auth)
 
     assert issued.status_code == 201 and body["url"] == "/ws/notifications"
-    assert tokens.verify(WS_TOKEN_SECRET, body["token"]) == "ana"
+    assert tokens.verify(WS_TOKEN_SECRET, body["token"]) == ("default", "ana")
     with pytest.raises(tokens.TokenError, match="token expired"):
         tokens.verify(WS_TOKEN_SECRET, body["token"], now=time.time() + 3600)
     with pytest.raises(tokens.TokenError, match="invalid token"):

@@ -41,6 +41,7 @@ def writer(base_settings: Settings) -> Iterator[AcceptWriter]:
 def new(key_id: uuid.UUID, *, body: str = "hello", idempotency_key: str | None = None) -> Any:
     return NewNotification(
         id=uuid.uuid4(),
+        project_id="default",
         api_key_id=key_id,
         idempotency_key=idempotency_key,
         request_hash=b"\x01\x02",

@@ -20,7 +20,9 @@ def test_a_deployment_on_another_redis_database_neither_wakes_our_relay_nor_sees
     listener = WakeListener(TEST_REDIS_URL)
     listener.subscribe()
     subscriber = redis_client.pubsub(ignore_subscribe_messages=True)
-    subscriber.subscribe(inbox_events.user_channel(redis_client, "ana"))
+    subscriber.subscribe(
+        inbox_events.user_channel(redis_client, inbox_events.inbox_of("default", "ana"))
+    )
     subscriber.get_message(timeout=1)
     event = inbox_events.deleted_event(["1"], 0)
     try:
@@ -29,8 +31,10 @@ def test_a_deployment_on_another_redis_database_neither_wakes_our_relay_nor_sees
         wake_relay(redis_client)
         assert listener.wait(2, threading.Event())
 
-        assert inbox_events.publish(other, "ana", event) == 0
-        assert inbox_events.publish(redis_client, "ana", event) == 1
+        assert inbox_events.publish(other, inbox_events.inbox_of("default", "ana"), event) == 0
+        assert (
+            inbox_events.publish(redis_client, inbox_events.inbox_of("default", "ana"), event) == 1
+        )
         assert (
             subscriber.get_message(timeout=2)["data"]
             == b'{"type":"deleted","ids":["1"],"unreadCount":0}'

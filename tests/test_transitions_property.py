@@ -47,8 +47,8 @@ def _delivery(engine: Engine, key_id: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID]:
     with engine.begin() as conn:
         conn.execute(
             text(
-                "INSERT INTO notification (id, api_key_id, request_hash, type, priority, body)"
-                " VALUES (:n, :k, '\\x00', 'SYSTEM', 'NORMAL', 'b');"
+                "INSERT INTO notification (id, project_id, api_key_id, request_hash, type,"
+                " priority, body) VALUES (:n, 'default', :k, '\\x00', 'SYSTEM', 'NORMAL', 'b');"
                 " INSERT INTO delivery (id, notification_id, channel) VALUES (:d, :n, 'EMAIL');"
                 " INSERT INTO outbox_event (delivery_id, channel, priority) VALUES (:d, 'EMAIL', 1)"
             ),

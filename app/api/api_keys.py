@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 from pydantic import ValidationError
 
 from app.api import keys
@@ -22,7 +22,9 @@ def _json(body: str, status: int = 200) -> Response:
 
 @blueprint.get("")
 def list_keys() -> Response:
-    listed = [ApiKeyView.model_validate(k) for k in keys.list_api_keys(api_context().engine)]
+    listed = [
+        ApiKeyView.model_validate(k) for k in keys.list_api_keys(api_context().engine, g.project_id)
+    ]
     return _json("[" + ",".join(k.model_dump_json(by_alias=True) for k in listed) + "]")
 
 
@@ -32,7 +34,8 @@ def create_key() -> Response:
         body = ApiKeyCreate.model_validate_json(request.get_data() or b"{}")
     except ValidationError as exc:
         raise ApiError.from_validation(exc) from None
-    issued = keys.create_api_key(api_context().engine, body.name, body.scopes)
+    # Keys are made in the caller's own project: no route reaches another project.
+    issued = keys.create_api_key(api_context().engine, body.name, body.scopes, g.project_id)
     return _json(IssuedKeyView.from_issued(issued).model_dump_json(by_alias=True), 201)
 
 
@@ -41,7 +44,7 @@ def revoke_key(key_id: str) -> Response:
     found = api_context()
     ident = path_uuid(key_id)
     try:
-        keys.revoke_api_key(found.engine, ident)
+        keys.revoke_api_key(found.engine, g.project_id, ident)
     except keys.UnknownKey:
         raise ApiError(404, "not_found", "No live API key has this id.") from None
     found.key_cache.forget(ident)
@@ -53,7 +56,7 @@ def rotate_key(key_id: str) -> Response:
     found = api_context()
     ident = path_uuid(key_id)
     try:
-        issued = keys.rotate_api_key(found.engine, ident)
+        issued = keys.rotate_api_key(found.engine, g.project_id, ident)
     except keys.UnknownKey:
         raise ApiError(404, "not_found", "No live API key has this id.") from None
     found.key_cache.forget(ident)

@@ -38,4 +38,5 @@ def require_api_key() -> None:
         raise ApiError(403, "insufficient_scope", f"This API key lacks the '{needed}' scope.")
     found.rate_limiter.check(caller.key_id)
     g.api_key_id = caller.key_id
+    g.project_id = caller.project_id
     g.caller = caller

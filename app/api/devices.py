@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 from pydantic import ValidationError
 
 from app.api.auth import require_api_key
@@ -29,6 +29,7 @@ def register(user_id: str) -> Response:
     with transaction(api_context().engine) as conn:
         registered = devices.register(
             conn,
+            g.project_id,
             path.user_id,
             platform=body.platform.value,
             token=body.token,
@@ -42,7 +43,7 @@ def register(user_id: str) -> Response:
 def list_devices(user_id: str) -> Response:
     path = validate(UserPath, {"userId": user_id}, where="path")
     with transaction(api_context().engine) as conn:
-        items = devices.list_for_user(conn, path.user_id)
+        items = devices.list_for_user(conn, g.project_id, path.user_id)
     return json_response(DeviceList, {"items": items})
 
 
@@ -50,7 +51,7 @@ def list_devices(user_id: str) -> Response:
 def remove(user_id: str, device_id: str) -> Response:
     path = validate(DevicePath, {"userId": user_id, "deviceId": device_id}, where="path")
     with transaction(api_context().engine) as conn:
-        removed = devices.remove(conn, path.user_id, path.device_id)
+        removed = devices.remove(conn, g.project_id, path.user_id, path.device_id)
     if not removed:
         raise ApiError(404, "not_found", "This user has no device with this id.")
     return Response(status=204)

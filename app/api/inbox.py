@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 
 from app.api.auth import require_api_key
 from app.api.context import api_context
@@ -37,7 +37,9 @@ def list_items(user_id: str) -> Response:
     query = validate(InboxQuery, dict(request.args), where="query string")
     before = query_cursor(query.cursor, inbox.decode_cursor)
     with transaction(api_context().engine) as conn:
-        found = inbox.page(conn, user, unread=query.unread, before=before, limit=query.limit)
+        found = inbox.page(
+            conn, g.project_id, user, unread=query.unread, before=before, limit=query.limit
+        )
     return json_response(
         InboxPage,
         {"items": found.items, "nextCursor": found.next_cursor, "unreadCount": found.unread_count},
@@ -48,13 +50,17 @@ def list_items(user_id: str) -> Response:
 def read_item(user_id: str, item_id: str) -> Response:
     user, item = _item(user_id, item_id)
     with transaction(api_context().engine) as conn:
-        marked = inbox.mark_read(conn, user, [item])
-        found = inbox.get(conn, user, item)
-        unread = inbox.unread_count(conn, user)
+        marked = inbox.mark_read(conn, g.project_id, user, [item])
+        found = inbox.get(conn, g.project_id, user, item)
+        unread = inbox.unread_count(conn, g.project_id, user)
     if found is None:
         raise ApiError(404, "not_found", "This user has no inbox item with this id.")
     if marked:
-        inbox_events.publish(api_context().redis, user, inbox_events.read_event(marked, unread))
+        inbox_events.publish(
+            api_context().redis,
+            inbox_events.inbox_of(g.project_id, user),
+            inbox_events.read_event(marked, unread),
+        )
     return json_response(InboxItemView, found)
 
 
@@ -62,10 +68,14 @@ def read_item(user_id: str, item_id: str) -> Response:
 def read_all(user_id: str) -> Response:
     user = _user(user_id)
     with transaction(api_context().engine) as conn:
-        marked = inbox.mark_all_read(conn, user)
-        unread = inbox.unread_count(conn, user)
+        marked = inbox.mark_all_read(conn, g.project_id, user)
+        unread = inbox.unread_count(conn, g.project_id, user)
     if marked:
-        inbox_events.publish(api_context().redis, user, inbox_events.read_event(marked, unread))
+        inbox_events.publish(
+            api_context().redis,
+            inbox_events.inbox_of(g.project_id, user),
+            inbox_events.read_event(marked, unread),
+        )
     return json_response(InboxReadResult, {"marked": len(marked), "unreadCount": unread})
 
 
@@ -73,11 +83,15 @@ def read_all(user_id: str) -> Response:
 def delete_item(user_id: str, item_id: str) -> Response:
     user, item = _item(user_id, item_id)
     with transaction(api_context().engine) as conn:
-        deleted = inbox.delete(conn, user, item)
-        unread = inbox.unread_count(conn, user)
+        deleted = inbox.delete(conn, g.project_id, user, item)
+        unread = inbox.unread_count(conn, g.project_id, user)
     if not deleted:
         raise ApiError(404, "not_found", "This user has no inbox item with this id.")
-    inbox_events.publish(api_context().redis, user, inbox_events.deleted_event([str(item)], unread))
+    inbox_events.publish(
+        api_context().redis,
+        inbox_events.inbox_of(g.project_id, user),
+        inbox_events.deleted_event([str(item)], unread),
+    )
     return Response(status=204)
 
 
@@ -89,7 +103,9 @@ def ws_token(user_id: str) -> Response:
         raise ApiError(
             503, "ws_tokens_disabled", "WebSocket tokens are not enabled (WS_TOKEN_SECRET)."
         )
-    token = tokens.issue(settings.ws_token_secret, user, settings.ws_token_ttl_seconds)
+    token = tokens.issue(
+        settings.ws_token_secret, g.project_id, user, settings.ws_token_ttl_seconds
+    )
     return json_response(
         WsToken,
         {

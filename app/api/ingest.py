@@ -176,6 +176,7 @@ def request_fingerprint(request: NotificationCreate) -> bytes:
 
 def accept(
     writer: AcceptWriter,
+    project_id: str,
     api_key_id: uuid.UUID,
     request: NotificationCreate,
     idempotency_key: str | None = None,
@@ -187,11 +188,12 @@ def accept(
     fingerprint = None
     if idempotency_key is not None:
         fingerprint = request_fingerprint(request)
-        replay = _replay(writer.engine, api_key_id, idempotency_key, fingerprint)
+        replay = _replay(writer.engine, project_id, idempotency_key, fingerprint)
         if replay is not None:
             return replay
     new = NewNotification(
         id=uuid.uuid4(),
+        project_id=project_id,
         api_key_id=api_key_id,
         idempotency_key=idempotency_key,
         request_hash=fingerprint,
@@ -216,23 +218,23 @@ def accept(
     if created_at is None:
         # Two requests with one Idempotency-Key raced; the other committed first.
         assert idempotency_key is not None and fingerprint is not None
-        replay = _replay(writer.engine, api_key_id, idempotency_key, fingerprint)
+        replay = _replay(writer.engine, project_id, idempotency_key, fingerprint)
         assert replay is not None, "a skipped notification always has a committed twin"
         return replay
     return Accepted(_accepted_view(new, created_at), replayed=False)
 
 
 def _replay(
-    engine: Engine, api_key_id: uuid.UUID, idempotency_key: str, fingerprint: bytes
+    engine: Engine, project_id: str, idempotency_key: str, fingerprint: bytes
 ) -> Accepted | None:
     with transaction(engine) as conn:
-        found = notifications.find_by_idempotency_key(conn, api_key_id, idempotency_key)
+        found = notifications.find_by_idempotency_key(conn, project_id, idempotency_key)
         if found is None:
             return None
         notification_id, request_hash = found
         if request_hash != fingerprint:
             raise IdempotencyConflict(idempotency_key)
-        view = notifications.get(conn, notification_id)
+        view = notifications.get(conn, project_id, notification_id)
     assert view is not None
     return Accepted(view, replayed=True)
 

@@ -4,6 +4,7 @@ rotatable; the cache and the lookup that every authenticated request goes throug
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import threading
 import time
@@ -20,6 +21,9 @@ KEY_PREFIX = "nsk_"
 WEBHOOK_SECRET_PREFIX = "whsec_"
 SCOPES = ("send", "read", "admin")
 DEFAULT_SCOPES = ("send", "read")
+DEFAULT_PROJECT = "default"
+# As the project table's CHECK: a slug, so it can prefix a Redis channel name unambiguously.
+PROJECT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -30,18 +34,20 @@ class IssuedKey:
     # Signs this key's webhook deliveries; stored as is (signing needs it), shown once.
     webhook_secret: str
     scopes: tuple[str, ...] = DEFAULT_SCOPES
+    project_id: str = DEFAULT_PROJECT
 
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: the live API key's id and what it may do."""
+    """Who is calling: the live API key's id, its project and what it may do."""
 
     key_id: uuid.UUID
+    project_id: str
     scopes: frozenset[str]
 
 
 class UnknownKey(LookupError):
-    """No live API key has this id."""
+    """The caller's project has no live API key with this id."""
 
 
 def hash_key(key: str) -> bytes:
@@ -54,6 +60,7 @@ def _new_key() -> str:
 
 def _insert_key(
     conn: Connection,
+    project_id: str,
     name: str,
     scopes: Iterable[str],
     webhook_secret: str,
@@ -64,6 +71,7 @@ def _insert_key(
     api_keys.insert(
         conn,
         key_id=key_id,
+        project_id=project_id,
         name=name,
         key_hash=hash_key(key),
         key_prefix=key[:8],
@@ -71,35 +79,46 @@ def _insert_key(
         scopes=scopes,
         rotated_from=rotated_from,
     )
-    return IssuedKey(key_id, name, key, webhook_secret, scopes)
+    return IssuedKey(key_id, name, key, webhook_secret, scopes, project_id)
 
 
-def create_api_key(engine: Engine, name: str, scopes: Iterable[str] = DEFAULT_SCOPES) -> IssuedKey:
+def create_api_key(
+    engine: Engine,
+    name: str,
+    scopes: Iterable[str] = DEFAULT_SCOPES,
+    project_id: str = DEFAULT_PROJECT,
+) -> IssuedKey:
+    """A new key of ``project_id`` (created if it does not exist yet)."""
+    if not PROJECT_ID.match(project_id):
+        raise ValueError(f"not a project id: {project_id!r}")
     webhook_secret = WEBHOOK_SECRET_PREFIX + secrets.token_urlsafe(32)
     with transaction(engine) as conn:
-        return _insert_key(conn, name, scopes, webhook_secret)
+        api_keys.ensure_project(conn, project_id)
+        return _insert_key(conn, project_id, name, scopes, webhook_secret)
 
 
-def revoke_api_key(engine: Engine, key_id: uuid.UUID) -> None:
+def revoke_api_key(engine: Engine, project_id: str, key_id: uuid.UUID) -> None:
     with transaction(engine) as conn:
-        revoked = api_keys.revoke(conn, key_id)
+        revoked = api_keys.revoke(conn, project_id, key_id)
     if revoked is None:
         raise UnknownKey(str(key_id))
 
 
-def rotate_api_key(engine: Engine, key_id: uuid.UUID) -> IssuedKey:
+def rotate_api_key(engine: Engine, project_id: str, key_id: uuid.UUID) -> IssuedKey:
     """A new key with the same name, scopes and webhook secret (receivers keep verifying); the
     old key is revoked in the same transaction."""
     with transaction(engine) as conn:
-        old = api_keys.revoke(conn, key_id)
+        old = api_keys.revoke(conn, project_id, key_id)
         if old is None:
             raise UnknownKey(str(key_id))
-        return _insert_key(conn, old.name, old.scopes, old.webhook_secret, rotated_from=key_id)
+        return _insert_key(
+            conn, project_id, old.name, old.scopes, old.webhook_secret, rotated_from=key_id
+        )
 
 
-def list_api_keys(engine: Engine) -> list[dict[str, object]]:
+def list_api_keys(engine: Engine, project_id: str) -> list[dict[str, object]]:
     with transaction(engine) as conn:
-        return api_keys.list_all(conn)
+        return api_keys.list_all(conn, project_id)
 
 
 class KeyCache:
@@ -150,7 +169,7 @@ def authenticate(
         row = api_keys.find_live(conn, digest)
     if row is None:
         return None
-    caller = Caller(row.id, frozenset(row.scopes))
+    caller = Caller(row.id, row.project_id, frozenset(row.scopes))
     if cache is not None:
         cache.put(digest, caller)
     return caller

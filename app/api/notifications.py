@@ -62,7 +62,7 @@ def submit() -> Response:
         )
     try:
         accepted = ingest.accept(
-            api_context().ingest, g.api_key_id, body, idempotency_key, g.request_id
+            api_context().ingest, g.project_id, g.api_key_id, body, idempotency_key, g.request_id
         )
     except ingest.IdempotencyConflict:
         raise ApiError(
@@ -99,7 +99,7 @@ def submit() -> Response:
 @blueprint.get("/<notification_id>")
 def read(notification_id: str) -> Response:
     with transaction(api_context().engine) as conn:
-        found = notifications.get(conn, path_uuid(notification_id))
+        found = notifications.get(conn, g.project_id, path_uuid(notification_id))
     if found is None:
         raise ApiError(404, "not_found", "No notification has this id.")
     return json_response(NotificationView, found)
@@ -119,14 +119,14 @@ def list_notifications() -> Response:
         limit=query.limit,
     )
     with transaction(api_context().engine) as conn:
-        items, next_cursor = notifications.list_(conn, filters)
+        items, next_cursor = notifications.list_(conn, g.project_id, filters)
     return json_response(NotificationPage, {"items": items, "nextCursor": next_cursor})
 
 
 @blueprint.post("/<notification_id>/cancel")
 def cancel(notification_id: str) -> Response:
     with transaction(api_context().engine) as conn:
-        found, cancelled = notifications.cancel(conn, path_uuid(notification_id))
+        found, cancelled = notifications.cancel(conn, g.project_id, path_uuid(notification_id))
     if found is None:
         raise ApiError(404, "not_found", "No notification has this id.")
     if cancelled == 0:
@@ -140,7 +140,7 @@ def _unregistered_device_tokens(body: NotificationCreate) -> list[FieldError]:
     if Channel.PUSH not in body.channels or not body.device_tokens:
         return []
     with transaction(api_context().engine) as conn:
-        unusable = devices.unusable_tokens(conn, body.device_tokens)
+        unusable = devices.unusable_tokens(conn, g.project_id, body.device_tokens)
     return [
         FieldError(
             field=f"deviceTokens[{index}]",

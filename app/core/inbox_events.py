@@ -23,8 +23,15 @@ log = logging.getLogger(__name__)
 CHANNEL_PREFIX = "inapp:user:"
 
 
-def user_channel(client: redis.Redis | redis.asyncio.Redis, user_id: str) -> str:
-    return channel(client, CHANNEL_PREFIX + user_id)
+def inbox_of(project_id: str, user_id: str) -> str:
+    """Whose inbox: a user id is unique only within its project (a project id holds no ':'), so
+    sockets, channels and per-user limits are keyed by both."""
+    return f"{project_id}:{user_id}"
+
+
+def user_channel(client: redis.Redis | redis.asyncio.Redis, inbox: str) -> str:
+    """The channel of one inbox (``inbox_of(project, user)``)."""
+    return channel(client, CHANNEL_PREFIX + inbox)
 
 
 def item_event(item: dict[str, Any], unread_count: int) -> dict[str, Any]:
@@ -39,12 +46,12 @@ def deleted_event(ids: list[str], unread_count: int) -> dict[str, Any]:
     return {"type": "deleted", "ids": ids, "unreadCount": unread_count}
 
 
-def publish(client: redis.Redis, user_id: str, event: dict[str, Any]) -> int | None:
-    """Publish to the user's sockets; the number of API processes that received it, or None if
-    Redis could not be reached (the inbox is the record, so that loses nothing: sockets read
-    what they missed when they reconnect)."""
+def publish(client: redis.Redis, inbox: str, event: dict[str, Any]) -> int | None:
+    """Publish to the sockets of one inbox (``inbox_of(project, user)``); the number of API
+    processes that received it, or None if Redis could not be reached (the inbox is the record,
+    so that loses nothing: sockets read what they missed when they reconnect)."""
     try:
-        return int(client.publish(user_channel(client, user_id), orjson.dumps(event)))
+        return int(client.publish(user_channel(client, inbox), orjson.dumps(event)))
     except redis.RedisError as exc:
         log.warning("inbox event for a user not published: %s", exc)
         return None

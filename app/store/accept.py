@@ -17,28 +17,28 @@ from typing import Any
 import orjson
 
 # The notifications, one delivery per channel and one outbox event per delivery, for a whole
-# batch given as a JSON array of NewNotification. A notification whose (api key,
+# batch given as a JSON array of NewNotification. A notification whose (project,
 # Idempotency-Key) is already taken is skipped with its deliveries, and is missing from the
 # result: its request is then answered as a replay.
 _PREPARE = """
     PREPARE accept_batch(json) AS
     WITH v AS (
         SELECT * FROM json_to_recordset($1) AS v(
-            id uuid, api_key_id uuid, idempotency_key text, request_hash bytea,
+            id uuid, project_id text, api_key_id uuid, idempotency_key text, request_hash bytea,
             request_id text, type text, priority text, priority_rank smallint,
             recipient_email text, recipient_phone text, user_id text, device_tokens jsonb,
             webhook_url text, subject text, body text, html_body text, data jsonb,
             send_at timestamptz, expires_at timestamptz, deliveries json)
     ), n AS (
-        INSERT INTO notification (id, api_key_id, idempotency_key, request_hash, request_id, type,
-                                  priority, recipient_email, recipient_phone, user_id,
-                                  device_tokens, webhook_url, subject, body, html_body, data,
-                                  send_at, expires_at)
-        SELECT id, api_key_id, idempotency_key, request_hash, request_id, type, priority,
-               recipient_email, recipient_phone, user_id, device_tokens, webhook_url, subject,
-               body, html_body, data, send_at, expires_at
+        INSERT INTO notification (id, project_id, api_key_id, idempotency_key, request_hash,
+                                  request_id, type, priority, recipient_email, recipient_phone,
+                                  user_id, device_tokens, webhook_url, subject, body, html_body,
+                                  data, send_at, expires_at)
+        SELECT id, project_id, api_key_id, idempotency_key, request_hash, request_id, type,
+               priority, recipient_email, recipient_phone, user_id, device_tokens, webhook_url,
+               subject, body, html_body, data, send_at, expires_at
         FROM v
-        ON CONFLICT (api_key_id, idempotency_key) DO NOTHING
+        ON CONFLICT (project_id, idempotency_key) DO NOTHING
         RETURNING id
     ), d AS (
         INSERT INTO delivery (id, notification_id, channel)
@@ -68,6 +68,7 @@ class NewNotification:
     """One accepted request, as its rows will be written (field names are the columns)."""
 
     id: uuid.UUID
+    project_id: str
     api_key_id: uuid.UUID
     idempotency_key: str | None
     request_hash: bytes | None  # only with an idempotency key: it tells a replay from a reuse

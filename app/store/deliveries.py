@@ -41,7 +41,8 @@ _CLAIM_FOR_SENDING = text(
       AND d.id = ANY(CAST(:ids AS uuid[]))
       AND (d.status IN ('PENDING', 'QUEUED', 'RETRYING')
            OR (d.status = 'SENDING' AND d.updated_at < now() - make_interval(secs => :lease)))
-    RETURNING d.id, d.status, d.attempts, d.channel, d.notification_id, n.type, n.priority,
+    RETURNING d.id, d.status, d.attempts, d.channel, d.notification_id, n.project_id, n.type,
+              n.priority,
               n.recipient_email, n.recipient_phone, n.user_id, n.device_tokens, n.webhook_url,
               n.subject, n.body, n.html_body, n.data, n.created_at, n.request_id,
               d.error_code, k.webhook_secret

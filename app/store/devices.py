@@ -15,14 +15,14 @@ TOKEN_PREFIX_LENGTH = 8
 _COLUMNS = f"""id, user_id, platform, left(token, {TOKEN_PREFIX_LENGTH}) AS token_prefix, app_id,
               locale, active, deactivated_at, deactivation_reason, created_at, updated_at"""
 
-# A token identifies one app install, so (platform, token) is the key: registering it again
+# A token identifies one app install, so (project, platform, token) is the key: registering it again
 # updates it, moves it to this user (a different account signed in on the device) and
 # re-activates it (the app obtained it afresh, so it is no longer known to be dead).
 _UPSERT = text(
     f"""
-    INSERT INTO push_device (id, user_id, platform, token, app_id, locale)
-    VALUES (:id, :user_id, :platform, :token, :app_id, :locale)
-    ON CONFLICT (platform, token) DO UPDATE
+    INSERT INTO push_device (id, project_id, user_id, platform, token, app_id, locale)
+    VALUES (:id, :project_id, :user_id, :platform, :token, :app_id, :locale)
+    ON CONFLICT (project_id, platform, token) DO UPDATE
     SET user_id = EXCLUDED.user_id, app_id = EXCLUDED.app_id, locale = EXCLUDED.locale,
         active = true, deactivated_at = NULL, deactivation_reason = NULL, updated_at = now()
     RETURNING {_COLUMNS}, (xmax = 0) AS created
@@ -38,6 +38,7 @@ class Registered:
 
 def register(
     conn: Connection,
+    project_id: str,
     user_id: str,
     *,
     platform: str,
@@ -47,6 +48,7 @@ def register(
 ) -> Registered:
     params = {
         "id": str(uuid.uuid4()),
+        "project_id": project_id,
         "user_id": user_id,
         "platform": platform,
         "token": token,
@@ -57,31 +59,38 @@ def register(
     return Registered(_as_view(row), created=bool(row.created))
 
 
-def list_for_user(conn: Connection, user_id: str) -> list[dict[str, Any]]:
+def list_for_user(conn: Connection, project_id: str, user_id: str) -> list[dict[str, Any]]:
     """Every device of the user, active or not, oldest first."""
     rows = conn.execute(
         text(
-            f"SELECT {_COLUMNS} FROM push_device WHERE user_id = :user_id ORDER BY created_at, id"
+            f"SELECT {_COLUMNS} FROM push_device"
+            " WHERE project_id = :project_id AND user_id = :user_id ORDER BY created_at, id"
         ),
-        {"user_id": user_id},
+        {"project_id": project_id, "user_id": user_id},
     )
     return [_as_view(row) for row in rows]
 
 
-def remove(conn: Connection, user_id: str, device_id: uuid.UUID) -> bool:
+def remove(conn: Connection, project_id: str, user_id: str, device_id: uuid.UUID) -> bool:
     """Remove one of the user's devices; False if the user has no such device."""
     removed = conn.execute(
-        text("DELETE FROM push_device WHERE id = :id AND user_id = :user_id RETURNING id"),
-        {"id": str(device_id), "user_id": user_id},
+        text(
+            "DELETE FROM push_device"
+            " WHERE id = :id AND project_id = :project_id AND user_id = :user_id RETURNING id"
+        ),
+        {"id": str(device_id), "project_id": project_id, "user_id": user_id},
     ).first()
     return removed is not None
 
 
-def unusable_tokens(conn: Connection, tokens: Sequence[str]) -> set[str]:
-    """The tokens that are not an active registered device of any platform."""
+def unusable_tokens(conn: Connection, project_id: str, tokens: Sequence[str]) -> set[str]:
+    """The tokens that are not an active registered device of the project, of any platform."""
     usable = conn.scalars(
-        text("SELECT token FROM push_device WHERE token = ANY(:tokens) AND active"),
-        {"tokens": list(tokens)},
+        text(
+            "SELECT token FROM push_device"
+            " WHERE project_id = :project_id AND token = ANY(:tokens) AND active"
+        ),
+        {"project_id": project_id, "tokens": list(tokens)},
     )
     return set(tokens) - set(usable)
 
@@ -95,6 +104,7 @@ _FAN_OUT = text(
     SELECT :delivery_id, p.id, p.platform, left(p.token, {TOKEN_PREFIX_LENGTH})
     FROM push_device p
     WHERE NOT EXISTS (SELECT 1 FROM delivery_device WHERE delivery_id = :delivery_id)
+      AND p.project_id = :project_id
       AND CASE WHEN CAST(:tokens AS text[]) IS NULL THEN p.user_id = :user_id AND p.active
                ELSE p.token = ANY(CAST(:tokens AS text[])) END
     ORDER BY p.created_at, p.id
@@ -142,12 +152,21 @@ _DEACTIVATE = text(
 
 
 def delivery_targets(
-    conn: Connection, delivery_id: uuid.UUID, user_id: str | None, tokens: Sequence[str] | None
+    conn: Connection,
+    project_id: str,
+    delivery_id: uuid.UUID,
+    user_id: str | None,
+    tokens: Sequence[str] | None,
 ) -> list[Any]:
     """The devices of one PUSH delivery with their results so far; fixed on its first call."""
     conn.execute(
         _FAN_OUT,
-        {"delivery_id": str(delivery_id), "user_id": user_id, "tokens": list(tokens or []) or None},
+        {
+            "delivery_id": str(delivery_id),
+            "project_id": project_id,
+            "user_id": user_id,
+            "tokens": list(tokens or []) or None,
+        },
     )
     return list(conn.execute(_TARGETS, {"delivery_id": str(delivery_id)}))
 

@@ -18,18 +18,20 @@ from sqlalchemy import Connection, text
 
 from app.core import cursors
 
-# Positions must grow in commit order within one user, or a client that saw position 10 could
-# later miss a position-9 item that committed after it. The per-user transaction lock makes the
-# position (taken at INSERT) and the commit happen in the same order for every writer of one user;
-# writers of different users do not wait for each other.
-_LOCK_USER = text("SELECT pg_advisory_xact_lock(hashtextextended(:user_id, 7531))")
+# Positions must grow in commit order within one inbox (a user of a project), or a client that
+# saw position 10 could later miss a position-9 item that committed after it. The per-inbox
+# transaction lock makes the position (taken at INSERT) and the commit happen in the same order
+# for every writer of one inbox; writers of different inboxes do not wait for each other.
+_LOCK_USER = text(
+    "SELECT pg_advisory_xact_lock(hashtextextended(:project_id || ':' || :user_id, 7531))"
+)
 
 # A redelivered task finds the item its first run stored (one item per delivery).
 _STORE = text(
     """
-    INSERT INTO inbox_item (id, user_id, delivery_id, notification_id, category, title, body,
-                            data)
-    VALUES (:id, :user_id, :delivery_id, :notification_id, :category, :title, :body,
+    INSERT INTO inbox_item (id, project_id, user_id, delivery_id, notification_id, category,
+                            title, body, data)
+    VALUES (:id, :project_id, :user_id, :delivery_id, :notification_id, :category, :title, :body,
             CAST(:data AS jsonb))
     ON CONFLICT (delivery_id) DO NOTHING
     """
@@ -39,13 +41,14 @@ _COLUMNS = "id, seq, user_id, notification_id, category, title, body, data, crea
 
 _UNREAD_COUNT = text(
     "SELECT count(*) FROM inbox_item"
-    " WHERE user_id = :user_id AND read_at IS NULL AND deleted_at IS NULL"
+    " WHERE project_id = :project_id AND user_id = :user_id"
+    " AND read_at IS NULL AND deleted_at IS NULL"
 )
 
 _MARK_READ = text(
     """
     UPDATE inbox_item SET read_at = now()
-    WHERE user_id = :user_id AND id = ANY(CAST(:ids AS uuid[]))
+    WHERE project_id = :project_id AND user_id = :user_id AND id = ANY(CAST(:ids AS uuid[]))
       AND read_at IS NULL AND deleted_at IS NULL
     RETURNING id
     """
@@ -54,7 +57,8 @@ _MARK_READ = text(
 _MARK_ALL_READ = text(
     """
     UPDATE inbox_item SET read_at = now()
-    WHERE user_id = :user_id AND read_at IS NULL AND deleted_at IS NULL
+    WHERE project_id = :project_id AND user_id = :user_id
+      AND read_at IS NULL AND deleted_at IS NULL
     RETURNING id
     """
 )
@@ -62,7 +66,7 @@ _MARK_ALL_READ = text(
 _DELETE = text(
     """
     UPDATE inbox_item SET deleted_at = now()
-    WHERE user_id = :user_id AND id = :id AND deleted_at IS NULL
+    WHERE project_id = :project_id AND user_id = :user_id AND id = :id AND deleted_at IS NULL
     RETURNING id
     """
 )
@@ -107,6 +111,7 @@ def view(row: Any) -> dict[str, Any]:
 def store(
     conn: Connection,
     *,
+    project_id: str,
     user_id: str,
     delivery_id: uuid.UUID,
     notification_id: uuid.UUID,
@@ -119,11 +124,12 @@ def store(
 
     Returns the item's view and the user's unread count after it.
     """
-    conn.execute(_LOCK_USER, {"user_id": user_id})
+    conn.execute(_LOCK_USER, {"project_id": project_id, "user_id": user_id})
     conn.execute(
         _STORE,
         {
             "id": str(uuid.uuid4()),
+            "project_id": project_id,
             "user_id": user_id,
             "delivery_id": str(delivery_id),
             "notification_id": str(notification_id),
@@ -137,19 +143,25 @@ def store(
         text(f"SELECT {_COLUMNS} FROM inbox_item WHERE delivery_id = :delivery_id"),
         {"delivery_id": str(delivery_id)},
     ).one()
-    return view(row), unread_count(conn, user_id)
+    return view(row), unread_count(conn, project_id, user_id)
 
 
-def unread_count(conn: Connection, user_id: str) -> int:
-    return int(conn.scalar(_UNREAD_COUNT, {"user_id": user_id}) or 0)
+def unread_count(conn: Connection, project_id: str, user_id: str) -> int:
+    return int(conn.scalar(_UNREAD_COUNT, {"project_id": project_id, "user_id": user_id}) or 0)
 
 
 def page(
-    conn: Connection, user_id: str, *, unread: bool | None, before: int | None, limit: int
+    conn: Connection,
+    project_id: str,
+    user_id: str,
+    *,
+    unread: bool | None,
+    before: int | None,
+    limit: int,
 ) -> Page:
     """Newest first; ``before`` is the position of the last item of the previous page."""
-    where = ["user_id = :user_id", "deleted_at IS NULL"]
-    params: dict[str, Any] = {"user_id": user_id, "limit": limit + 1}
+    where = ["project_id = :project_id", "user_id = :user_id", "deleted_at IS NULL"]
+    params: dict[str, Any] = {"project_id": project_id, "user_id": user_id, "limit": limit + 1}
     if unread is True:
         where.append("read_at IS NULL")
     elif unread is False:
@@ -166,43 +178,62 @@ def page(
     ).all()
     items = [view(row) for row in rows[:limit]]
     next_cursor = encode_cursor(rows[limit - 1].seq) if len(rows) > limit else None
-    return Page(items, next_cursor, unread_count(conn, user_id))
+    return Page(items, next_cursor, unread_count(conn, project_id, user_id))
 
 
-def unread_after(conn: Connection, user_id: str, after: int | None) -> list[dict[str, Any]]:
+def unread_after(
+    conn: Connection, project_id: str, user_id: str, after: int | None
+) -> list[dict[str, Any]]:
     """The unread items after position ``after`` (all unread when None), oldest first: what a
     socket is sent when it connects."""
     rows = conn.execute(
         text(
             f"SELECT {_COLUMNS} FROM inbox_item"
-            " WHERE user_id = :user_id AND read_at IS NULL AND deleted_at IS NULL"
+            " WHERE project_id = :project_id AND user_id = :user_id"
+            " AND read_at IS NULL AND deleted_at IS NULL"
             " AND seq > :after ORDER BY seq"
         ),
-        {"user_id": user_id, "after": after or 0},
+        {"project_id": project_id, "user_id": user_id, "after": after or 0},
     ).all()
     return [view(row) for row in rows]
 
 
-def get(conn: Connection, user_id: str, item_id: uuid.UUID) -> dict[str, Any] | None:
+def get(
+    conn: Connection, project_id: str, user_id: str, item_id: uuid.UUID
+) -> dict[str, Any] | None:
     row = conn.execute(
         text(
             f"SELECT {_COLUMNS} FROM inbox_item"
-            " WHERE user_id = :user_id AND id = :id AND deleted_at IS NULL"
+            " WHERE project_id = :project_id AND user_id = :user_id AND id = :id"
+            " AND deleted_at IS NULL"
         ),
-        {"user_id": user_id, "id": str(item_id)},
+        {"project_id": project_id, "user_id": user_id, "id": str(item_id)},
     ).first()
     return None if row is None else view(row)
 
 
-def mark_read(conn: Connection, user_id: str, item_ids: Sequence[uuid.UUID]) -> list[str]:
+def mark_read(
+    conn: Connection, project_id: str, user_id: str, item_ids: Sequence[uuid.UUID]
+) -> list[str]:
     """Mark the user's items read; returns the ids that were unread until now."""
-    rows = conn.execute(_MARK_READ, {"user_id": user_id, "ids": [str(i) for i in item_ids]})
+    rows = conn.execute(
+        _MARK_READ,
+        {"project_id": project_id, "user_id": user_id, "ids": [str(i) for i in item_ids]},
+    )
     return [str(row.id) for row in rows]
 
 
-def mark_all_read(conn: Connection, user_id: str) -> list[str]:
-    return [str(row.id) for row in conn.execute(_MARK_ALL_READ, {"user_id": user_id})]
+def mark_all_read(conn: Connection, project_id: str, user_id: str) -> list[str]:
+    return [
+        str(row.id)
+        for row in conn.execute(_MARK_ALL_READ, {"project_id": project_id, "user_id": user_id})
+    ]
 
 
-def delete(conn: Connection, user_id: str, item_id: uuid.UUID) -> bool:
-    return conn.execute(_DELETE, {"user_id": user_id, "id": str(item_id)}).first() is not None
+def delete(conn: Connection, project_id: str, user_id: str, item_id: uuid.UUID) -> bool:
+    return (
+        conn.execute(
+            _DELETE, {"project_id": project_id, "user_id": user_id, "id": str(item_id)}
+        ).first()
+        is not None
+    )

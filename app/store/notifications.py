@@ -64,24 +64,27 @@ class ListFilters:
 
 _BY_IDEMPOTENCY_KEY = text(
     "SELECT id, request_hash FROM notification"
-    " WHERE api_key_id = :api_key_id AND idempotency_key = :key"
+    " WHERE project_id = :project_id AND idempotency_key = :key"
 )
 
 
 def find_by_idempotency_key(
-    conn: Connection, api_key_id: uuid.UUID, idempotency_key: str
+    conn: Connection, project_id: str, idempotency_key: str
 ) -> tuple[uuid.UUID, bytes] | None:
-    """The id and request hash of the notification accepted with this key, if any."""
+    """The id and request hash of the notification the project accepted with this key, if any."""
     row = conn.execute(
-        _BY_IDEMPOTENCY_KEY, {"api_key_id": str(api_key_id), "key": idempotency_key}
+        _BY_IDEMPOTENCY_KEY, {"project_id": project_id, "key": idempotency_key}
     ).first()
     return None if row is None else (row.id, bytes(row.request_hash))
 
 
-def list_(conn: Connection, filters: ListFilters) -> tuple[list[dict[str, Any]], str | None]:
-    """One page, newest first, and the cursor for the next page (None on the last)."""
-    where: list[str] = []
-    params: dict[str, Any] = {"limit": filters.limit + 1}
+def list_(
+    conn: Connection, project_id: str, filters: ListFilters
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the project's notifications, newest first, and the cursor for the next page
+    (None on the last)."""
+    where: list[str] = ["n.project_id = :project_id"]
+    params: dict[str, Any] = {"project_id": project_id, "limit": filters.limit + 1}
     if filters.type:
         where.append("n.type = :type")
         params["type"] = filters.type
@@ -104,7 +107,7 @@ def list_(conn: Connection, filters: ListFilters) -> tuple[list[dict[str, Any]],
         where.append("(n.created_at, n.id) < (:cursor_created, :cursor_id)")
         params["cursor_created"], cursor_id = filters.cursor
         params["cursor_id"] = str(cursor_id)
-    sql = _VIEW + (" WHERE " + " AND ".join(where) if where else "")
+    sql = _VIEW + " WHERE " + " AND ".join(where)
     sql += " ORDER BY n.created_at DESC, n.id DESC LIMIT :limit"
     rows = conn.execute(text(sql), params).all()
     page = [_as_view(row) for row in rows[: filters.limit]]
@@ -113,10 +116,16 @@ def list_(conn: Connection, filters: ListFilters) -> tuple[list[dict[str, Any]],
     return page, next_cursor
 
 
-def cancel(conn: Connection, notification_id: uuid.UUID) -> tuple[dict[str, Any] | None, int]:
-    """Cancel what has not been sent yet. Returns the notification and how many were cancelled."""
+def cancel(
+    conn: Connection, project_id: str, notification_id: uuid.UUID
+) -> tuple[dict[str, Any] | None, int]:
+    """Cancel what has not been sent yet. Returns the notification (None if the project has no
+    such notification) and how many deliveries were cancelled."""
+    found = get(conn, project_id, notification_id)
+    if found is None:
+        return None, 0
     cancelled = deliveries.cancel(conn, notification_id)
-    return get(conn, notification_id), len(cancelled)
+    return get(conn, project_id, notification_id), len(cancelled)
 
 
 def encode_cursor(row: Any) -> str:
@@ -133,8 +142,12 @@ def decode_cursor(raw: str) -> tuple[datetime, uuid.UUID]:
     return when, uuid.UUID(ident)
 
 
-def get(conn: Connection, notification_id: uuid.UUID) -> dict[str, Any] | None:
-    row = conn.execute(text(_VIEW + " WHERE n.id = :id"), {"id": str(notification_id)}).first()
+def get(conn: Connection, project_id: str, notification_id: uuid.UUID) -> dict[str, Any] | None:
+    """The project's notification with this id, or None (another project's is not found)."""
+    row = conn.execute(
+        text(_VIEW + " WHERE n.id = :id AND n.project_id = :project_id"),
+        {"id": str(notification_id), "project_id": project_id},
+    ).first()
     return _as_view(row) if row is not None else None
 
 

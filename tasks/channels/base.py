@@ -17,6 +17,7 @@ class Message:
 
     delivery_id: uuid.UUID
     notification_id: uuid.UUID
+    project_id: str  # the submitting key's: user ids, devices and inboxes are per project
     channel: Channel
     attempt: int
     type: NotificationType
@@ -39,6 +40,7 @@ class Message:
         return cls(
             delivery_id=row.id,
             notification_id=row.notification_id,
+            project_id=row.project_id,
             channel=Channel(row.channel),
             attempt=row.attempts,
             type=NotificationType(row.type),

@@ -42,6 +42,7 @@ class InAppProvider:
                 with transaction(self._engine) as conn:
                     item, unread = inbox.store(
                         conn,
+                        project_id=message.project_id,
                         user_id=message.user_id,
                         delivery_id=message.delivery_id,
                         notification_id=message.notification_id,
@@ -54,7 +55,8 @@ class InAppProvider:
                 outcomes.append(Retryable("inbox_store", f"inbox not written: {exc!r}"[:500]))
                 continue
             event = inbox_events.item_event(item, unread)
-            receivers = inbox_events.publish(self._redis, message.user_id, event)
+            owner = inbox_events.inbox_of(message.project_id, message.user_id)
+            receivers = inbox_events.publish(self._redis, owner, event)
             live = "unpublished" if receivers is None else str(receivers)
             outcomes.append(Sent(provider_message_id=f"inbox:{item['id']}:live:{live}"))
         return outcomes

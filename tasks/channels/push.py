@@ -107,7 +107,11 @@ class PushProvider:
     def _deliver(self, message: Message) -> Outcome:
         with transaction(self._engine) as conn:
             rows = device_store.delivery_targets(
-                conn, message.delivery_id, message.user_id, message.device_tokens
+                conn,
+                message.project_id,
+                message.delivery_id,
+                message.user_id,
+                message.device_tokens,
             )
         final_attempt = message.attempt >= self._settings.delivery_max_attempts
         results: list[DeviceResult] = []

@@ -1,7 +1,7 @@
 """Short-lived tokens that let a browser open one user's WebSocket without an API key.
 
 A token is ``v1.<base64url payload>.<base64url HMAC-SHA256(secret, payload)>``; the payload is
-``{"u": user id, "exp": unix seconds}``. Tokens are checked when a socket connects.
+``{"p": project id, "u": user id, "exp": unix seconds}``. Tokens are checked when a socket connects.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class TokenError(ValueError):
 @dataclass(frozen=True)
 class Token:
     value: str
+    project_id: str
     user_id: str
     expires_at: int
 
@@ -46,14 +47,18 @@ def _signature(secret: str, payload: str) -> str:
     return _b64(hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest())
 
 
-def issue(secret: str, user_id: str, ttl_seconds: int, now: float | None = None) -> Token:
+def issue(
+    secret: str, project_id: str, user_id: str, ttl_seconds: int, now: float | None = None
+) -> Token:
     expires_at = int((time.time() if now is None else now) + ttl_seconds)
-    payload = _b64(orjson.dumps({"u": user_id, "exp": expires_at}))
-    return Token(f"{VERSION}.{payload}.{_signature(secret, payload)}", user_id, expires_at)
+    payload = _b64(orjson.dumps({"p": project_id, "u": user_id, "exp": expires_at}))
+    signed = f"{VERSION}.{payload}.{_signature(secret, payload)}"
+    return Token(signed, project_id, user_id, expires_at)
 
 
-def verify(secret: str, token: object, now: float | None = None) -> str:
-    """The user id the token was issued for; TokenError if it is not a valid, live token."""
+def verify(secret: str, token: object, now: float | None = None) -> tuple[str, str]:
+    """The project and user the token was issued for; TokenError if it is not a valid, live
+    token."""
     if not secret:
         raise TokenError("tokens are not enabled on this server")
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
@@ -67,11 +72,13 @@ def verify(secret: str, token: object, now: float | None = None) -> str:
         raise TokenError("invalid token")
     try:
         claims = orjson.loads(_unb64(payload))
-        user_id, expires_at = claims["u"], claims["exp"]
+        project_id, user_id, expires_at = claims["p"], claims["u"], claims["exp"]
     except (binascii.Error, ValueError, TypeError, KeyError, orjson.JSONDecodeError):
         raise TokenError("invalid token") from None
-    if not isinstance(user_id, str) or not isinstance(expires_at, int):
+    if not (
+        isinstance(project_id, str) and isinstance(user_id, str) and isinstance(expires_at, int)
+    ):
         raise TokenError("invalid token")
     if expires_at <= (time.time() if now is None else now):
         raise TokenError("token expired")
-    return user_id
+    return project_id, user_id

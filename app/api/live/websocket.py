@@ -26,7 +26,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from flask import Blueprint
@@ -102,10 +102,21 @@ def notifications(ws: Server) -> None:
 sock.route("/ws/notifications", bp=blueprint)(notifications)
 
 
+class Owner(NamedTuple):
+    """Whose inbox the socket follows."""
+
+    project_id: str
+    user_id: str
+
+    @property
+    def inbox(self) -> str:
+        return inbox_events.inbox_of(self.project_id, self.user_id)
+
+
 def _session(ws: Server, found: ApiContext) -> None:
-    user_id, after = _authenticate(ws, found)
+    owner, after = _authenticate(ws, found)
     try:
-        mailbox = found.hub.open(user_id)
+        mailbox = found.hub.open(owner.inbox)
     except HubUnavailable:
         raise Closed(1011, "live delivery unavailable; retry") from None
     except UserAtLimit:
@@ -113,7 +124,7 @@ def _session(ws: Server, found: ApiContext) -> None:
     if mailbox is None:
         raise Closed(1013, "server at capacity; retry")
     try:
-        _serve(ws, found, mailbox, after)
+        _serve(ws, found, owner, mailbox, after)
     finally:
         found.hub.close(mailbox)
 
@@ -130,7 +141,7 @@ def _linger(ws: Server) -> None:
     ws.thread.join(CLOSE_LINGER_SECONDS)
 
 
-def _authenticate(ws: Server, found: ApiContext) -> tuple[str, int]:
+def _authenticate(ws: Server, found: ApiContext) -> tuple[Owner, int]:
     raw = ws.receive(timeout=AUTH_TIMEOUT_SECONDS)
     if raw is None:
         raise Closed(4408, "no auth message in time")
@@ -141,7 +152,7 @@ def _authenticate(ws: Server, found: ApiContext) -> tuple[str, int]:
     if auth.type != "auth":
         raise Closed(4400, "first message must be {type: auth, token}")
     try:
-        user_id = tokens.verify(found.settings.ws_token_secret, auth.token)
+        owner = Owner(*tokens.verify(found.settings.ws_token_secret, auth.token))
     except tokens.TokenError as refused:
         raise Closed(4401, refused.reason) from None
     after = 0
@@ -150,25 +161,25 @@ def _authenticate(ws: Server, found: ApiContext) -> tuple[str, int]:
             after = inbox.decode_cursor(auth.cursor)
         except ValueError:
             raise Closed(4400, "invalid cursor") from None
-    return user_id, after
+    return owner, after
 
 
-def _serve(ws: Server, found: ApiContext, mailbox: Mailbox, after: int) -> None:
+def _serve(ws: Server, found: ApiContext, owner: Owner, mailbox: Mailbox, after: int) -> None:
     # The socket's reader thread (simple-websocket) and the hub's listener both set this one
     # event, so this thread sleeps until there is something to read or something to send.
     ws.event = mailbox.wake
-    last = _catch_up(ws, found, mailbox.user_id, after)
+    last = _catch_up(ws, found, owner, after)
     while True:
         mailbox.wake.clear()
         while (raw := ws.receive(timeout=0)) is not None:
-            _handle(ws, found, mailbox.user_id, raw)
+            _handle(ws, found, owner, raw)
         if mailbox.closing is not None:
             raise Closed(*mailbox.closing)
         if mailbox.overflowed:
             raise Closed(4429, "too slow to read events; reconnect with your cursor")
         if mailbox.resync:
             mailbox.resync = False
-            last = _catch_up(ws, found, mailbox.user_id, last)
+            last = _catch_up(ws, found, owner, last)
         for event in mailbox.take():
             if event["type"] == "item":
                 position = inbox.decode_cursor(event["item"]["cursor"])
@@ -181,12 +192,12 @@ def _serve(ws: Server, found: ApiContext, mailbox: Mailbox, after: int) -> None:
         mailbox.wake.wait(30)
 
 
-def _catch_up(ws: Server, found: ApiContext, user_id: str, after: int) -> int:
+def _catch_up(ws: Server, found: ApiContext, owner: Owner, after: int) -> int:
     """Send the unread items after position ``after``, then ``ready``; returns the last
     position sent."""
     with transaction(found.engine) as conn:
-        items = inbox.unread_after(conn, user_id, after)
-        unread = inbox.unread_count(conn, user_id)
+        items = inbox.unread_after(conn, *owner, after)
+        unread = inbox.unread_count(conn, *owner)
     last = after
     for item in items:
         ws.send(orjson.dumps(inbox_events.item_event(item, unread)).decode())
@@ -197,7 +208,7 @@ def _catch_up(ws: Server, found: ApiContext, user_id: str, after: int) -> int:
     return last
 
 
-def _handle(ws: Server, found: ApiContext, user_id: str, raw: str | bytes) -> None:
+def _handle(ws: Server, found: ApiContext, owner: Owner, raw: str | bytes) -> None:
     try:
         message = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -212,20 +223,20 @@ def _handle(ws: Server, found: ApiContext, user_id: str, raw: str | bytes) -> No
             return _error(ws, ApiError.from_validation(exc, "message"))
         except ValueError:
             return _error(ws, _invalid_ids())
-        _mark(found, user_id, lambda conn: inbox.mark_read(conn, user_id, ids))
+        _mark(found, owner, lambda conn: inbox.mark_read(conn, *owner, ids))
     elif kind == "read-all":
-        _mark(found, user_id, lambda conn: inbox.mark_all_read(conn, user_id))
+        _mark(found, owner, lambda conn: inbox.mark_all_read(conn, *owner))
     else:
         _error(ws, ApiError(422, "unknown_type", "type must be read, read-all or ping."))
 
 
-def _mark(found: ApiContext, user_id: str, mark: Callable[[Any], list[str]]) -> None:
+def _mark(found: ApiContext, owner: Owner, mark: Callable[[Any], list[str]]) -> None:
     with transaction(found.engine) as conn:
         marked = mark(conn)
-        unread = inbox.unread_count(conn, user_id)
+        unread = inbox.unread_count(conn, *owner)
     if marked:
         # Every tab of the user, this one included, learns it the same way.
-        inbox_events.publish(found.redis, user_id, inbox_events.read_event(marked, unread))
+        inbox_events.publish(found.redis, owner.inbox, inbox_events.read_event(marked, unread))
 
 
 def _uuid(raw: object) -> uuid.UUID:

@@ -1,0 +1,227 @@
+"""Projects isolate tenants: every route, called with one project's key and another project's ids,
+finds nothing (404, an empty list) and changes nothing of the other project."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import Engine, text
+
+from app.api.keys import IssuedKey, create_api_key
+from app.api.live import tokens
+from app.core.settings import Settings
+from tasks.deliver import WorkerContext, deliver_ids
+from tests.conftest import WS_TOKEN_SECRET
+from tests.inbox_client import Tab
+from tests.netutil import free_port
+from tests.processes import Processes
+
+ALL_SCOPES = ("send", "read", "admin")
+# Routes that hold no project's data: served without a key, or the socket (tested below).
+UNSCOPED = {
+    "static",
+    "prometheus_metrics",
+    "health.health",
+    "health.live",
+    "health.ready",
+    "openapi.openapi_json",
+    "page.static",
+    "page.inbox_page",
+    "websocket.notifications",
+}
+
+
+@dataclass
+class Alpha:
+    """What project alpha owns; project beta's key is pointed at all of it."""
+
+    key: IssuedKey
+    notification_id: str
+    device_id: str
+    item_id: str
+
+
+def bearer(key: IssuedKey) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key.key}"}
+
+
+def deliver_all(settings: Settings, engine: Engine) -> None:
+    with engine.connect() as conn:
+        ids = [str(i) for i in conn.scalars(text("SELECT id FROM delivery"))]
+    deliver_ids(WorkerContext.build(settings), ids)
+
+
+def make_alpha(client: FlaskClient, settings: Settings, engine: Engine) -> Alpha:
+    key = create_api_key(engine, "alpha", ALL_SCOPES, "alpha")
+    device = client.put(
+        "/api/v1/users/ana/devices",
+        json={"token": "alpha-only-token", "platform": "fcm", "appId": "com.example.app"},
+        headers=bearer(key),
+    )
+    assert device.status_code == 201
+    sent = client.post(
+        "/api/v1/notifications",
+        json={"channels": ["IN_APP"], "userId": "ana", "subject": "hi", "body": "for alpha"},
+        headers={**bearer(key), "Idempotency-Key": "order-1"},
+    )
+    assert sent.status_code == 202
+    deliver_all(settings, engine)
+    [item] = client.get("/api/v1/users/ana/inbox", headers=bearer(key)).get_json()["items"]
+    return Alpha(key, sent.get_json()["id"], device.get_json()["id"], item["id"])
+
+
+def alpha_unchanged(client: FlaskClient, alpha: Alpha) -> None:
+    """Alpha's notification, device, unread item and key are as they were."""
+    auth = bearer(alpha.key)
+    notification = client.get(f"/api/v1/notifications/{alpha.notification_id}", headers=auth)
+    assert notification.status_code == 200
+    assert notification.get_json()["status"] == "SENT"
+    devices = client.get("/api/v1/users/ana/devices", headers=auth).get_json()["items"]
+    assert [(d["id"], d["active"]) for d in devices] == [(alpha.device_id, True)]
+    inbox = client.get("/api/v1/users/ana/inbox", headers=auth).get_json()
+    assert [(i["id"], i["readAt"]) for i in inbox["items"]] == [(alpha.item_id, None)]
+    assert inbox["unreadCount"] == 1
+
+
+@pytest.fixture
+def two_projects(
+    client: FlaskClient, settings: Settings, engine: Engine
+) -> tuple[Alpha, IssuedKey]:
+    return make_alpha(client, settings, engine), create_api_key(engine, "beta", ALL_SCOPES, "beta")
+
+
+def test_no_route_reaches_another_projects_rows(
+    flask_app: Flask, client: FlaskClient, two_projects: tuple[Alpha, IssuedKey]
+) -> None:
+    alpha, beta_key = two_projects
+    beta = bearer(beta_key)
+    n, device, item = alpha.notification_id, alpha.device_id, alpha.item_id
+
+    def not_found(method: str, url: str, **kwargs: Any) -> None:
+        response = client.open(url, method=method, headers=beta, **kwargs)
+        assert response.status_code == 404, (method, url, response.get_json())
+        assert response.get_json()["error"]["code"] == "not_found"
+
+    def sees_none_of_alpha(url: str) -> None:
+        response = client.get(url, headers=beta)
+        assert response.status_code == 200, url
+        shown = response.get_data(as_text=True)
+        for ident in (n, device, item, str(alpha.key.id)):
+            assert ident not in shown, (url, ident)
+
+    def submit_in_own_project() -> None:
+        # Alpha's token is no device of beta's; alpha's Idempotency-Key is free in beta.
+        pushed = client.post(
+            "/api/v1/notifications",
+            json={"channels": ["PUSH"], "deviceTokens": ["alpha-only-token"], "body": "x"},
+            headers=beta,
+        )
+        assert pushed.status_code == 422
+        assert pushed.get_json()["error"]["fields"][0]["rule"] == "device_not_registered"
+        own = client.post(
+            "/api/v1/notifications",
+            json={"channels": ["IN_APP"], "userId": "ana", "body": "for beta"},
+            headers={**beta, "Idempotency-Key": "order-1"},
+        )
+        assert own.status_code == 202 and own.headers.get("Idempotent-Replayed") is None
+        assert own.get_json()["id"] != n
+
+    def create_key_in_own_project() -> None:
+        made = client.post("/api/v1/api-keys", json={"name": "made-by-beta"}, headers=beta)
+        assert made.status_code == 201
+        new_key = {"Authorization": f"Bearer {made.get_json()['key']}"}
+        assert client.get(f"/api/v1/notifications/{n}", headers=new_key).status_code == 404
+        listed = client.get("/api/v1/api-keys", headers=bearer(alpha.key)).get_json()
+        assert made.get_json()["id"] not in {k["id"] for k in listed}
+
+    def register_in_own_project() -> None:
+        registered = client.put(
+            "/api/v1/users/ana/devices",
+            json={"token": "alpha-only-token", "platform": "fcm", "appId": "com.example.app"},
+            headers=beta,
+        )
+        assert registered.status_code == 201  # a device of beta's, not alpha's moved over
+        assert registered.get_json()["id"] != device
+
+    def token_for_own_project() -> None:
+        issued = client.post("/api/v1/users/ana/ws-token", headers=beta)
+        assert issued.status_code == 201
+        assert tokens.verify(WS_TOKEN_SECRET, issued.get_json()["token"]) == ("beta", "ana")
+
+    def read_all_marks_nothing_of_alpha() -> None:
+        response = client.post("/api/v1/users/ana/inbox/read-all", headers=beta)
+        assert response.status_code == 200
+
+    calls: dict[str, Callable[[], None]] = {
+        "notifications.submit": submit_in_own_project,
+        "notifications.read": lambda: not_found("GET", f"/api/v1/notifications/{n}"),
+        "notifications.list_notifications": lambda: sees_none_of_alpha("/api/v1/notifications"),
+        "notifications.cancel": lambda: not_found("POST", f"/api/v1/notifications/{n}/cancel"),
+        "api_keys.list_keys": lambda: sees_none_of_alpha("/api/v1/api-keys"),
+        "api_keys.create_key": create_key_in_own_project,
+        "api_keys.revoke_key": lambda: not_found("POST", f"/api/v1/api-keys/{alpha.key.id}/revoke"),
+        "api_keys.rotate_key": lambda: not_found("POST", f"/api/v1/api-keys/{alpha.key.id}/rotate"),
+        "devices.register": register_in_own_project,
+        "devices.list_devices": lambda: sees_none_of_alpha("/api/v1/users/ana/devices"),
+        "devices.remove": lambda: not_found("DELETE", f"/api/v1/users/ana/devices/{device}"),
+        "inbox.list_items": lambda: sees_none_of_alpha("/api/v1/users/ana/inbox"),
+        "inbox.read_item": lambda: not_found("POST", f"/api/v1/users/ana/inbox/{item}/read"),
+        "inbox.read_all": read_all_marks_nothing_of_alpha,
+        "inbox.delete_item": lambda: not_found("DELETE", f"/api/v1/users/ana/inbox/{item}"),
+        "inbox.ws_token": token_for_own_project,
+    }
+    served = {rule.endpoint for rule in flask_app.url_map.iter_rules()} - UNSCOPED
+    assert served == set(calls), "a route was added: say how it stays inside its project"
+
+    for call in calls.values():  # in this order: beta registers alpha's token only later
+        call()
+        alpha_unchanged(client, alpha)
+    # Beta's own rows are there, and alpha's key still works.
+    beta_list = client.get("/api/v1/notifications", headers=beta).get_json()["items"]
+    assert len(beta_list) == 1
+    assert client.get("/api/v1/api-keys", headers=bearer(alpha.key)).status_code == 200
+
+
+def test_a_socket_of_one_project_never_sees_another_projects_user_of_the_same_id(
+    processes: Processes, client: FlaskClient, settings: Settings, engine: Engine
+) -> None:
+    alpha = make_alpha(client, settings, engine)
+    beta_key = create_api_key(engine, "beta", ALL_SCOPES, "beta")
+    port = free_port()
+    processes.api(port, API_WORKERS="1")
+    api = f"http://127.0.0.1:{port}"
+
+    alpha_tab = Tab.open(api, alpha.key.key, "ana")
+    beta_tab = Tab.open(api, beta_key.key, "ana")
+    assert [e["item"]["id"] for e in alpha_tab.backlog] == [alpha.item_id]
+    assert beta_tab.backlog == [] and beta_tab.ready["unreadCount"] == 0
+
+    # A new item for alpha's ana reaches alpha's socket only.
+    sent = client.post(
+        "/api/v1/notifications",
+        json={"channels": ["IN_APP"], "userId": "ana", "body": "live for alpha"},
+        headers=bearer(alpha.key),
+    )
+    assert sent.status_code == 202
+    deliver_ids(WorkerContext.build(settings), [sent.get_json()["deliveries"][0]["id"]])
+    event = alpha_tab.next()
+    assert event["type"] == "item" and event["item"]["body"] == "live for alpha"
+    assert beta_tab.nothing_within(1.0)
+
+
+def test_create_api_key_puts_the_key_in_the_named_project(engine: Engine) -> None:
+    issued = create_api_key(engine, "tenant-key", ("send",), "tenant-42")
+    with engine.connect() as conn:
+        project = conn.scalar(
+            text("SELECT project_id FROM api_key WHERE id = :id"), {"id": str(issued.id)}
+        )
+    assert project == "tenant-42"
+    with pytest.raises(ValueError):
+        create_api_key(engine, "bad", ("send",), "Not A Slug")
+    assert uuid.UUID(str(issued.id))
