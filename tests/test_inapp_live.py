@@ -416,7 +416,10 @@ def test_a_socket_catches_up_from_the_database_when_its_process_loses_redis(
     ]
     redis_client.client_kill_filter(_id=hub["id"])
     context = WorkerContext.build(settings)
-    deliver_ids(context, [created["deliveries"][0]["id"]])
+    try:
+        deliver_ids(context, [created["deliveries"][0]["id"]])
+    finally:
+        context.close()
     missed_live = delivery(api, api_key, created["id"])["providerMessageId"]
 
     message = tab.next()

@@ -27,10 +27,13 @@ from tests.test_api import post
 
 def deliver_everything(settings: Settings, engine: Engine) -> None:
     """Run the worker's delivery code in this process for every delivery not yet sent."""
-    context = WorkerContext.build(settings)
     with engine.connect() as conn:
         ids = [str(i) for i in conn.scalars(text("SELECT id FROM delivery ORDER BY created_at"))]
-    deliver_ids(context, ids)
+    context = WorkerContext.build(settings)
+    try:
+        deliver_ids(context, ids)
+    finally:
+        context.close()  # its pools' connections, or each test would leave them open
 
 
 @pytest.fixture

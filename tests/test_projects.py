@@ -51,10 +51,18 @@ def bearer(key: IssuedKey) -> dict[str, str]:
     return {"Authorization": f"Bearer {key.key}"}
 
 
+def deliver(settings: Settings, ids: list[str]) -> None:
+    """The worker's delivery code, run in this process."""
+    context = WorkerContext.build(settings)
+    try:
+        deliver_ids(context, ids)
+    finally:
+        context.close()
+
+
 def deliver_all(settings: Settings, engine: Engine) -> None:
     with engine.connect() as conn:
-        ids = [str(i) for i in conn.scalars(text("SELECT id FROM delivery"))]
-    deliver_ids(WorkerContext.build(settings), ids)
+        deliver(settings, [str(i) for i in conn.scalars(text("SELECT id FROM delivery"))])
 
 
 def make_alpha(client: FlaskClient, settings: Settings, engine: Engine) -> Alpha:
@@ -209,7 +217,7 @@ def test_a_socket_of_one_project_never_sees_another_projects_user_of_the_same_id
         headers=bearer(alpha.key),
     )
     assert sent.status_code == 202
-    deliver_ids(WorkerContext.build(settings), [sent.get_json()["deliveries"][0]["id"]])
+    deliver(settings, [sent.get_json()["deliveries"][0]["id"]])
     event = alpha_tab.next()
     assert event["type"] == "item" and event["item"]["body"] == "live for alpha"
     assert beta_tab.nothing_within(1.0)
