@@ -16,6 +16,7 @@ from app.api.factory import create_app
 from app.api.keys import create_api_key
 from app.core.db import ensure_database, make_engine, migrate
 from app.core.settings import Settings
+from tests.factories import TABLES
 from tests.processes import Processes
 from tests.standins.apns import ApnsStandIn, AuthKey, make_tls
 from tests.standins.fcm import FcmStandIn
@@ -34,10 +35,6 @@ SMS_ACCOUNT_SID = "AC0123456789abcdef0123456789abcdef"
 SMS_AUTH_TOKEN = "sms-auth-token-for-tests"
 _REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15").rsplit("/", 1)
 TEST_REDIS_URL = f"{_REDIS_URL[0]}/{int(_REDIS_URL[1]) - _WORKER_INDEX}"
-TABLES = (
-    "inbox_item, audit_log, outbox_event, delivery_device, push_device, delivery, notification,"
-    " api_key"
-)
 WS_TOKEN_SECRET = "test-only-ws-token-secret-0123456789abcdef"
 
 
@@ -162,7 +159,7 @@ def clean_state(request: pytest.FixtureRequest, smtp: SmtpStandIn) -> None:
     if "engine" in request.fixturenames or "settings" in request.fixturenames:
         engine: Engine = request.getfixturevalue("engine")
         with engine.begin() as conn:
-            conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+            conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
         redis.Redis.from_url(TEST_REDIS_URL).flushdb()
     smtp.received.clear()
     smtp.rcpt_attempts.clear()

@@ -10,6 +10,18 @@ from sqlalchemy import Engine, text
 from app.api.keys import create_api_key
 from app.core.domain import Priority
 
+# Every table a test writes, each listed before the tables it references.
+TABLES = (
+    "inbox_item",
+    "audit_log",
+    "outbox_event",
+    "delivery_device",
+    "push_device",
+    "delivery",
+    "notification",
+    "api_key",
+)
+
 
 def insert_backlog(
     engine: Engine, count: int, *, priority: Priority = Priority.LOW, prefix: str = "u"
@@ -45,6 +57,14 @@ def insert_backlog(
                 "count": count,
             },
         )
+
+
+def delete_all_rows(engine: Engine) -> None:
+    """Empty every table with DELETE: for a handful of rows a fraction of a millisecond, where
+    TRUNCATE (clean_state) takes about 20 ms, too slow once per Hypothesis example."""
+    with engine.begin() as conn:
+        for table in TABLES:
+            conn.execute(text(f"DELETE FROM {table}"))
 
 
 def status_counts(engine: Engine) -> dict[str, int]:

@@ -22,8 +22,10 @@ from tests.processes import BIN, Processes, settings_env, wait_for
 from tests.standins.smtp import SmtpStandIn
 from tests.test_api import SEED
 
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
-def scrape(port: int, path: str = "/metrics") -> dict[tuple[str, frozenset], float]:
+
+def scrape(port: int, path: str = "/metrics") -> Samples:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
         body = response.read().decode()
     return {
@@ -33,8 +35,22 @@ def scrape(port: int, path: str = "/metrics") -> dict[tuple[str, frozenset], flo
     }
 
 
-def value(samples: dict, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The sample with exactly these labels. A missing sample fails the test: it is not a 0,
+    it is a metric that was never exported (or exported under other labels)."""
+    key = (name, frozenset(labels.items()))
+    if key not in samples:
+        others = sorted(str(dict(other)) for sample, other in samples if sample == name)
+        raise AssertionError(f"no sample {name} {labels}; its samples: {others or 'none'}")
+    return samples[key]
+
+
+def registry_value(name: str, **labels: str) -> float:
+    """The same, from this process's own registry (``get_sample_value`` answers None)."""
+    found = REGISTRY.get_sample_value(name, labels)
+    if found is None:
+        raise AssertionError(f"no sample {name} {labels} in this process's registry")
+    return found
 
 
 def http_json(method: str, url: str, key: str, body: Any = None) -> Any:
@@ -149,9 +165,9 @@ def test_queue_depth_adds_up_every_priority_list_and_outbox_lag_ages(
     export_gauges(engine, redis_client)
 
     assert redis_client.llen("email") == 2 and redis_client.llen("email:2") == 3
-    assert REGISTRY.get_sample_value("celery_queue_depth", {"queue": Channel.EMAIL.queue}) == 5
-    assert REGISTRY.get_sample_value("celery_queue_depth", {"queue": Channel.SMS.queue}) == 0
-    assert 90 <= REGISTRY.get_sample_value("outbox_lag_seconds") < 120
+    assert registry_value("celery_queue_depth", queue=Channel.EMAIL.queue) == 5
+    assert registry_value("celery_queue_depth", queue=Channel.SMS.queue) == 0
+    assert 90 <= registry_value("outbox_lag_seconds") < 120
 
 
 def test_retention_deletes_exactly_what_is_past_its_age(engine: Engine, settings: Settings) -> None:

@@ -190,12 +190,19 @@ def test_cancelled_scheduled_notification_is_never_sent(
     processes.relay()
     processes.worker()
     send_at = datetime.now(UTC) + timedelta(seconds=1)
-    created = post(client, auth, {**SEED, "sendAt": send_at.isoformat()}).get_json()
+    scheduled = {**SEED, "sendAt": send_at.isoformat()}
+    created = post(client, auth, scheduled).get_json()
+    # The control: its twin on the same schedule, not cancelled, is sent. Without it, scheduling
+    # that never sends anything would pass this test.
+    twin = post(client, auth, {**scheduled, "recipientEmail": "twin@example.com"}).get_json()
 
     cancel = client.post(f"/api/v1/notifications/{created['id']}/cancel", headers=auth)
     wait_for(lambda: datetime.now(UTC) > send_at + timedelta(seconds=2), 5)
+    twin_delivery = wait_delivery(client, auth, twin["id"], "SENT", timeout=10)
 
     assert cancel.status_code == 200
+    assert datetime.fromisoformat(twin_delivery["sentAt"]) >= send_at
+    assert len(smtp.to("twin@example.com")) == 1
     assert delivery_of(client, auth, created["id"])["status"] == "CANCELLED"
     assert smtp.rcpt_attempts["user@example.com"] == 0
 

@@ -133,33 +133,66 @@ def test_high_priority_is_sent_before_a_2000_low_backlog_drains(
     wait_for(lambda: outbox_counts(engine).get("PENDING", 0) == 0, what="HIGH dispatched")
 
     processes.worker(EMAIL_PROVIDER="log", WORKER_CONCURRENCY="1")
-    wait_for(lambda: status_counts(engine).get("SENT", 0) > 0, what="sending to begin")
-    wait_for(lambda: status_counts(engine).get("QUEUED", 0) < 1500, timeout=60, what="progress")
+    wait_for(lambda: status_counts(engine) == {"SENT": 2001}, timeout=60, what="all sent")
 
     with engine.connect() as conn:
-        low_sent_before_high = conn.scalar(
+        low = conn.execute(
             text(
-                "SELECT count(*) FROM delivery d JOIN notification n ON n.id = d.notification_id"
-                " WHERE n.priority = 'LOW' AND d.sent_at"
-                " < (SELECT sent_at FROM delivery WHERE notification_id = :id)"
+                "SELECT count(*) FILTER (WHERE d.sent_at <= h.sent_at) AS before_high,"
+                " count(*) FILTER (WHERE d.sent_at > h.sent_at) AS after_high"
+                " FROM delivery d JOIN notification n ON n.id = d.notification_id,"
+                " (SELECT sent_at FROM delivery WHERE notification_id = :id) AS h"
+                " WHERE n.priority = 'LOW'"
             ),
             {"id": high["id"]},
-        )
-    assert low_sent_before_high < 10
+        ).one()
+    # Sent one after another (one worker thread), so sent_at orders them: HIGH went out while
+    # all but a few of the 2,000 LOW were still waiting.
+    assert low.before_high < 10
+    assert low.after_high >= 1990
 
 
-def test_relay_finishes_and_exits_cleanly_on_sigterm(processes: Processes, engine: Engine) -> None:
-    insert_backlog(engine, 300)
-    relay = processes.relay(RELAY_BATCH_SIZE="100")
-    wait_for(lambda: outbox_counts(engine).get("DISPATCHED", 0) > 0, what="a batch")
+def test_relay_finishes_and_exits_cleanly_on_sigterm(
+    processes: Processes, engine: Engine, redis_client: redis.Redis
+) -> None:
+    insert_backlog(engine, 5000)
+    # One task per delivery, 2,000 to a batch: a batch is in hand (published in part, not yet
+    # committed) long enough to be signalled in.
+    relay = processes.relay(RELAY_BATCH_SIZE="2000", RELAY_TASK_CHUNK="1")
 
+    def in_hand() -> bool:
+        published = queue_length(redis_client)  # read first: the dispatched count only grows
+        return published > outbox_counts(engine).get("DISPATCHED", 0)
+
+    wait_for(in_hand, interval=0.005, what="a batch published in part and not yet committed")
     relay.popen.send_signal(signal.SIGTERM)
     code = relay.popen.wait(15)
 
     assert code == 0
     assert "relay stopped" in relay.log()
-    # Whatever it claimed it committed whole: dispatched rows come in whole batches.
-    assert outbox_counts(engine).get("DISPATCHED", 0) % 100 == 0
+    # The batch in hand was published whole and committed whole; the rest is left PENDING.
+    dispatched = outbox_counts(engine).get("DISPATCHED", 0)
+    assert dispatched in (2000, 4000), "the batch in hand was not committed whole"
+    with engine.connect() as conn:
+        marked = {
+            str(i)
+            for i in conn.scalars(
+                text("SELECT delivery_id FROM outbox_event WHERE status = 'DISPATCHED'")
+            )
+        }
+    published = delivery_ids_in(queued_messages(redis_client))
+    assert set(published) == marked
+    assert max(published.values()) == 1
+    assert status_counts(engine) == {"QUEUED": dispatched, "PENDING": 5000 - dispatched}
+    # And the signal did come mid-batch: the relay went on publishing after it.
+    _, _, after_signal = relay.log().partition("relay received signal")
+    assert "published 1 EMAIL" in after_signal, "the signal came between batches"
+
+    # Nothing lost: the next relay publishes the rest, and nothing twice.
+    processes.relay(RELAY_BATCH_SIZE="2000", RELAY_TASK_CHUNK="1")
+    wait_for(lambda: outbox_counts(engine) == {"DISPATCHED": 5000}, timeout=60, what="drain")
+    published = delivery_ids_in(queued_messages(redis_client))
+    assert set(published) == all_delivery_ids(engine) and published.total() == 5000
 
 
 def test_accept_wakes_the_relay_long_before_the_poll_interval(

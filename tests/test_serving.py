@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import Engine, text
@@ -57,17 +58,17 @@ def test_busy_kept_alive_clients_do_not_starve_a_new_connection(port: int) -> No
             sent[index] += 1
         connection.close()
 
-    clients = [threading.Thread(target=hammer, args=(i,)) for i in range(2)]
-    for client in clients:
-        client.start()
-    while min(sent) < 20 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    newcomer = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
-    status = _get(newcomer)
-    answered_at = time.monotonic()
-    answered.set()
-    for client in clients:
-        client.join(10)
+    # Futures, not bare threads: what fails in a client's thread is raised here by result().
+    with ThreadPoolExecutor(2) as pool:
+        clients = [pool.submit(hammer, i) for i in range(2)]
+        while min(sent) < 20 and time.monotonic() < deadline and not any(c.done() for c in clients):
+            time.sleep(0.01)
+        newcomer = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+        status = _get(newcomer)
+        answered_at = time.monotonic()
+        answered.set()
+        for client in clients:
+            client.result(timeout=10)
     newcomer.close()
 
     assert status == 200
@@ -78,28 +79,24 @@ def test_busy_kept_alive_clients_do_not_starve_a_new_connection(port: int) -> No
 def test_a_request_waiting_on_postgresql_does_not_hold_up_the_process(
     port: int, engine: Engine, api_key: str
 ) -> None:
-    answered: list[int] = []
-    with engine.connect() as holder:
+    # The pool is left last: the lock is released before it waits for the waiting request.
+    with ThreadPoolExecutor(1) as pool, engine.connect() as holder:
         # The key is not cached yet, so the request looks it up, and waits for this lock.
         holder.execute(text("LOCK TABLE api_key IN ACCESS EXCLUSIVE MODE"))
-        waiting = threading.Thread(
-            target=lambda: answered.append(
-                _get(
-                    http.client.HTTPConnection("127.0.0.1", port, timeout=30),
-                    "/api/v1/notifications",
-                    Authorization=f"Bearer {api_key}",
-                )
-            )
+        waiting = pool.submit(
+            _get,
+            http.client.HTTPConnection("127.0.0.1", port, timeout=30),
+            "/api/v1/notifications",
+            Authorization=f"Bearer {api_key}",
         )
-        waiting.start()
         wait_for_lock_waiter(engine)
 
         started = time.monotonic()
         status = _get(http.client.HTTPConnection("127.0.0.1", port, timeout=5))
         took = time.monotonic() - started
-        assert answered == []  # still waiting on PostgreSQL
+        assert not waiting.done()  # still waiting on PostgreSQL
         holder.rollback()
-    waiting.join(30)
+        waited_status = waiting.result(timeout=30)
 
     assert status == 200 and took < 2
-    assert answered == [200]
+    assert waited_status == 200

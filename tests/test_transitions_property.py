@@ -3,7 +3,9 @@
 Two tasks (A and B) carry the same delivery, as at-least-once delivery and the sweeper allow.
 Hypothesis interleaves their claims and outcome writes with cancels, relay claims and sweeps,
 all through the real guarded statements against PostgreSQL; the audit trail must never show a
-backward move or a change out of a terminal state.
+backward move or a change out of a terminal state. Each example starts from empty tables, so the
+relay's claim and the sweep (both LIMIT 10, oldest first) reach its delivery, not rows that
+earlier examples left behind.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from app.core.domain import TERMINAL_STATUSES, DeliveryStatus
 from app.store import deliveries
 from app.store.deliveries import DeliveryResult
 from app.store.outbox import claim_due
+from tests.factories import delete_all_rows
 
 RANK = {"PENDING": 0, "QUEUED": 1, "SENDING": 2, "RETRYING": 2}
 OPERATIONS = st.lists(
@@ -64,6 +67,7 @@ def _delivery(engine: Engine, key_id: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID]:
 def test_no_interleaving_of_duplicate_tasks_moves_a_delivery_backward(
     engine: Engine, operations: list[str]
 ) -> None:
+    delete_all_rows(engine)  # clean_state runs once per test, not once per example
     key = create_api_key(engine, "property")
     notification_id, delivery_id = _delivery(engine, key.id)
     holds = {"A": False, "B": False}  # whether that task's claim won and it may record
@@ -72,14 +76,15 @@ def test_no_interleaving_of_duplicate_tasks_moves_a_delivery_backward(
         verb, _, task = operation.partition(" ")
         with engine.begin() as conn:
             if verb == "relay":
-                claim_due(conn, 10)
+                relayed = claim_due(conn, 10)
+                assert {e.delivery_id for e in relayed} <= {str(delivery_id)}
             elif verb == "claim":
                 claimed = deliveries.claim_for_sending(conn, [delivery_id], lease_seconds=3600)
                 holds[task] = holds[task] or any(r.status == "SENDING" for r in claimed)
             elif verb == "cancel":
                 deliveries.cancel(conn, notification_id)
             elif verb == "sweep":
-                deliveries.sweep(conn, lease_seconds=-1, max_attempts=3, limit=10)
+                assert deliveries.sweep(conn, lease_seconds=-1, max_attempts=3, limit=10) <= 1
             elif holds[task]:
                 status = {
                     "sent": DeliveryStatus.SENT,
