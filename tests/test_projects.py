@@ -143,6 +143,7 @@ def test_no_route_reaches_another_projects_rows(
     def create_key_in_own_project() -> None:
         made = client.post("/api/v1/api-keys", json={"name": "made-by-beta"}, headers=beta)
         assert made.status_code == 201
+        assert made.get_json()["projectId"] == "beta"
         new_key = {"Authorization": f"Bearer {made.get_json()['key']}"}
         assert client.get(f"/api/v1/notifications/{n}", headers=new_key).status_code == 404
         listed = client.get("/api/v1/api-keys", headers=bearer(alpha.key)).get_json()

@@ -393,6 +393,7 @@ class ApiKeyView(_Camel):
     )
 
     id: uuid.UUID
+    project_id: str
     name: str
     key_prefix: str
     scopes: list[Scope]
@@ -409,6 +410,7 @@ class IssuedKeyView(_Camel):
     )
 
     id: uuid.UUID
+    project_id: str
     name: str
     key: str
     webhook_secret: str
@@ -418,6 +420,7 @@ class IssuedKeyView(_Camel):
     def from_issued(cls, issued: Any) -> IssuedKeyView:
         return cls(
             id=issued.id,
+            project_id=issued.project_id,
             name=issued.name,
             key=issued.key,
             webhook_secret=issued.webhook_secret,

@@ -24,7 +24,7 @@ _REVOKE = text(
 )
 
 _LIST = text(
-    "SELECT id, name, key_prefix, scopes, created_at, revoked_at, rotated_from"
+    "SELECT id, project_id, name, key_prefix, scopes, created_at, revoked_at, rotated_from"
     " FROM api_key WHERE project_id = :project_id ORDER BY created_at"
 )
 
