@@ -16,33 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from app.api.factory import create_app
 from app.api.openapi import document
 from app.core.settings import Settings
-
-SEED = {
-    "type": "TRANSACTIONAL",
-    "priority": "HIGH",
-    "recipientEmail": "user@example.com",
-    "subject": "Test Notification",
-    "body": "This is a test",
-    "channels": ["EMAIL"],
-}
-
-
-def rows_written(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return conn.scalar(
-            text(
-                "SELECT (SELECT count(*) FROM notification) + (SELECT count(*) FROM delivery)"
-                " + (SELECT count(*) FROM outbox_event)"
-            )
-        )
-
-
-def post(client: FlaskClient, auth: dict[str, str], body: Any, **headers: str) -> Any:
-    return client.post("/api/v1/notifications", json=body, headers={**auth, **headers})
-
-
-def field_rules(response: Any) -> set[tuple[str, str]]:
-    return {(f["field"], f["rule"]) for f in response.get_json()["error"]["fields"]}
+from tests.helpers.api import SEED, field_rules, post
+from tests.helpers.db import rows_written
 
 
 def test_seed_request_is_accepted_with_one_delivery_and_one_outbox_event(

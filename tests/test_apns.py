@@ -20,12 +20,11 @@ from app.core.settings import Settings
 from tasks.channels.apns import ApnsSender
 from tasks.channels.base import InvalidRecipient, Message, Outcome, Retryable, Sent
 from tasks.channels.push import Device
-from tests.processes import Processes
+from tests.helpers.db import audit_trail
+from tests.helpers.processes import Processes
+from tests.helpers.push import device_states, push, register, wait_push
 from tests.standins.apns import ApnsStandIn, live_apns
 from tests.standins.fcm import FcmStandIn, live_fcm
-from tests.test_devices import register
-from tests.test_pipeline import audit_trail
-from tests.test_push import device_states, push, wait_push
 
 TOKEN = "a1" * 32
 OTHER = "b2" * 32
@@ -308,7 +307,7 @@ def test_apns_sender_outcomes_per_device_in_order(settings: Settings, apns: Apns
 def test_apns_unreachable_is_retryable_and_names_no_token(
     settings: Settings, apns: ApnsStandIn
 ) -> None:
-    from tests.netutil import free_port
+    from tests.helpers.net import free_port
 
     sender = ApnsSender(replace(settings, apns_base_url=f"https://127.0.0.1:{free_port()}"))
     try:

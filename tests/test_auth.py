@@ -20,8 +20,8 @@ from app.api.factory import create_app
 from app.api.keys import create_api_key
 from app.api.ratelimit import RateLimiter
 from app.core.settings import Settings
-from tests.processes import BIN, settings_env
-from tests.test_api import SEED
+from tests.helpers.api import SEED
+from tests.helpers.processes import BIN, settings_env
 
 PUBLIC = re.compile(r"^/api/v1/health(/.*)?$")
 

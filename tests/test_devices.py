@@ -14,22 +14,9 @@ from app.api.openapi import document
 from app.core.domain import Channel
 from app.core.settings import PROVIDER_CHOICES
 from tasks.channels import PROVIDER_SETTINGS, PROVIDERS, resolve
-from tests.test_api import field_rules, post, rows_written
-
-APNS_TOKEN = "ab" * 32
-FCM_TOKEN = "fcm-token-0123456789:APA91bHunUUrE3m6"
-
-
-def register(
-    client: FlaskClient,
-    auth: dict[str, str],
-    user: str,
-    token: str,
-    platform: str = "fcm",
-    **more: Any,
-) -> Any:
-    body = {"token": token, "platform": platform, "appId": "com.example.app", **more}
-    return client.put(f"/api/v1/users/{user}/devices", json=body, headers=auth)
+from tests.helpers.api import field_rules, post
+from tests.helpers.db import rows_written
+from tests.helpers.push import APNS_TOKEN, FCM_TOKEN, register
 
 
 def test_registering_a_device_creates_it_and_lists_it_without_the_token(

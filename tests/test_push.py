@@ -3,46 +3,13 @@ results, with the ``log`` push provider (FCM and APNs have their own test module
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
 from app.core.settings import Settings, SettingsError
-from tests.processes import Processes, wait_for
-from tests.test_api import post
-from tests.test_devices import APNS_TOKEN, FCM_TOKEN, register
-
-
-def push(client: FlaskClient, auth: dict[str, str], **fields: Any) -> dict[str, Any]:
-    body = {"channels": ["PUSH"], "subject": "Hello", "body": "Your order shipped", **fields}
-    response = post(client, auth, body)
-    assert response.status_code == 202, response.get_json()
-    return response.get_json()
-
-
-def wait_push(
-    client: FlaskClient,
-    auth: dict[str, str],
-    notification_id: str,
-    status: str,
-    timeout: float = 30,
-) -> dict[str, Any]:
-    """The notification's PUSH delivery once it reached ``status``."""
-
-    def reached() -> dict[str, Any] | None:
-        body = client.get(f"/api/v1/notifications/{notification_id}", headers=auth).get_json()
-        [delivery] = [d for d in body["deliveries"] if d["channel"] == "PUSH"]
-        return delivery if delivery["status"] == status else None
-
-    return wait_for(reached, timeout, 0.1, f"PUSH delivery {status}")  # type: ignore[return-value]
-
-
-def device_states(engine: Engine) -> dict[str, tuple[bool, str | None]]:
-    with engine.connect() as conn:
-        rows = conn.execute(text("SELECT token, active, deactivation_reason FROM push_device"))
-        return {r.token: (r.active, r.deactivation_reason) for r in rows}
+from tests.helpers.processes import Processes
+from tests.helpers.push import APNS_TOKEN, FCM_TOKEN, push, register, wait_push
 
 
 def test_push_to_a_user_reaches_every_active_device_and_shows_each_result(

@@ -17,13 +17,12 @@ from tasks.channels.http import retry_after_seconds
 from tasks.channels.sms import redact_numbers
 from tests.conftest import SMS_ACCOUNT_SID as ACCOUNT_SID
 from tests.conftest import SMS_AUTH_TOKEN as AUTH_TOKEN
-from tests.netutil import free_port
-from tests.processes import Processes
-from tests.standins.sms import STALL, Reply, SmsGatewayStandIn
-from tests.test_api import field_rules, post, rows_written
-from tests.test_pipeline import audit_trail, wait_delivery
+from tests.helpers.api import field_rules, post, wait_delivery
+from tests.helpers.db import audit_trail, rows_written
+from tests.helpers.net import free_port
+from tests.helpers.processes import Processes
+from tests.standins.sms import SENDER, STALL, Reply, SmsGatewayStandIn
 
-SENDER = "+15005550006"
 PHONE = "+14155550123"
 SMS = {
     "type": "TRANSACTIONAL",

@@ -25,12 +25,11 @@ from app.api.keys import IssuedKey, create_api_key
 from app.core.settings import Settings
 from tasks.channels.ssrf import BlockedAddress, GuardedTransport, is_permitted
 from tasks.channels.webhook import signature
-from tests.netutil import free_port
-from tests.processes import ROOT, Processes, wait_for
+from tests.helpers.api import post, wait_delivery
+from tests.helpers.db import audit_trail
+from tests.helpers.net import free_port
+from tests.helpers.processes import ROOT, Processes, run_cli, wait_for
 from tests.standins.webhook import STALL, Reply, WebhookReceiver
-from tests.test_api import post
-from tests.test_cli import run_cli
-from tests.test_pipeline import audit_trail, wait_delivery
 
 HOOK = {
     "type": "TRANSACTIONAL",

@@ -22,6 +22,8 @@ class Reply:
     retry_after: str | None = None
 
 
+SENDER = "+15005550006"  # the From number the tests configure (Twilio's test number)
+
 STALL = Reply(0)  # answers nothing for STALL_SECONDS, like a hung gateway
 STALL_SECONDS = 5
 

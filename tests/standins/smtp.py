@@ -14,7 +14,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from tests.netutil import free_port
+from tests.helpers.net import free_port
 
 _REPLIES = {
     250: "250 2.1.5 OK",

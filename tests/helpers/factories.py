@@ -1,9 +1,6 @@
-"""Bulk test data (a backlog written the way the API writes it, but in one statement), and what
-the tests read back from the database."""
+"""Rows written straight into the database, as the API or a worker would have written them."""
 
 from __future__ import annotations
-
-import time
 
 from sqlalchemy import Engine, text
 
@@ -45,32 +42,3 @@ def insert_backlog(
                 "count": count,
             },
         )
-
-
-def status_counts(engine: Engine) -> dict[str, int]:
-    with engine.connect() as conn:
-        rows = conn.execute(text("SELECT status, count(*) AS n FROM delivery GROUP BY status"))
-        return {row.status: row.n for row in rows}
-
-
-def outbox_counts(engine: Engine) -> dict[str, int]:
-    with engine.connect() as conn:
-        rows = conn.execute(text("SELECT status, count(*) AS n FROM outbox_event GROUP BY status"))
-        return {row.status: row.n for row in rows}
-
-
-def wait_for_lock_waiter(engine: Engine, timeout: float = 10.0) -> None:
-    """Return once a session of this database waits for a lock; raise if none does in time."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        # A connection of its own each time: pg_stat_activity is read once per transaction.
-        with engine.connect() as conn:
-            if conn.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-                )
-            ):
-                return
-        time.sleep(0.02)
-    raise AssertionError("no session waited for the lock")
