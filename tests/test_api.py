@@ -18,6 +18,7 @@ from app.api.openapi import document
 from app.core.settings import Settings
 from tests.helpers.api import SEED, field_rules, post
 from tests.helpers.db import rows_written
+from tests.helpers.factories import make_notification
 
 
 def test_seed_request_is_accepted_with_one_delivery_and_one_outbox_event(
@@ -243,11 +244,9 @@ def test_cancel_stops_pending_deliveries_and_second_cancel_is_409(
 def test_cancel_refuses_a_sent_delivery(
     client: FlaskClient, auth: dict[str, str], engine: Engine
 ) -> None:
-    created = post(client, auth, SEED).get_json()
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE delivery SET status = 'SENT'"))
+    sent = make_notification(engine, status="SENT")
 
-    response = client.post(f"/api/v1/notifications/{created['id']}/cancel", headers=auth)
+    response = client.post(f"/api/v1/notifications/{sent.id}/cancel", headers=auth)
 
     assert response.status_code == 409
 

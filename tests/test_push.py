@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from app.core.settings import Settings, SettingsError
+from tests.helpers.factories import make_device
 from tests.helpers.processes import Processes
 from tests.helpers.push import APNS_TOKEN, FCM_TOKEN, push, register, wait_push
 
@@ -17,10 +18,8 @@ def test_push_to_a_user_reaches_every_active_device_and_shows_each_result(
 ) -> None:
     fcm = register(client, auth, "ana", FCM_TOKEN).get_json()
     apns = register(client, auth, "ana", APNS_TOKEN, "apns").get_json()
-    gone = register(client, auth, "ana", "dead-token-1", "fcm").get_json()
+    make_device(engine, "ana", "fcm", "dead-token-1", active=False)
     register(client, auth, "bob", "bobs-token-1", "fcm")
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE push_device SET active = false WHERE id = :id"), gone)
     processes.relay()
     worker = processes.worker("push")
 
