@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
 from app.api.keys import IssuedKey, create_api_key
 from app.core.settings import Settings
-from tests.conftest import SMS_ACCOUNT_SID, SMS_AUTH_TOKEN
 from tests.helpers.api import post
 from tests.helpers.processes import Processes, wait_for
 from tests.helpers.push import FCM_TOKEN, register
 from tests.standins.fcm import FcmStandIn, live_fcm
-from tests.standins.sms import SENDER, Reply, SmsGatewayStandIn
+from tests.standins.sms import Reply, SmsGatewayStandIn, live_sms
 from tests.standins.smtp import SmtpStandIn
-from tests.standins.webhook import WebhookReceiver
+from tests.standins.webhook import WebhookReceiver, live_webhook
 
 PHONE = "+14155550001"
 
@@ -28,16 +25,7 @@ def settings(
 ) -> Settings:
     gateway.clear()
     receiver.clear()
-    return replace(
-        live_fcm(settings, fcm),
-        sms_provider="twilio",
-        sms_api_base_url=gateway.url,
-        sms_account_sid=SMS_ACCOUNT_SID,
-        sms_auth_token=SMS_AUTH_TOKEN,
-        sms_from=SENDER,
-        webhook_provider="http",
-        webhook_allowed_networks="127.0.0.1/32",
-    )
+    return live_webhook(live_sms(live_fcm(settings, fcm), gateway))
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from tests.helpers.api import field_rules, post, wait_delivery
 from tests.helpers.db import audit_trail, rows_written
 from tests.helpers.net import free_port
 from tests.helpers.processes import Processes
-from tests.standins.sms import SENDER, STALL, Reply, SmsGatewayStandIn
+from tests.standins.sms import SENDER, STALL, Reply, SmsGatewayStandIn, live_sms
 
 PHONE = "+14155550123"
 SMS = {
@@ -113,17 +113,8 @@ def test_long_body_is_accepted_at_the_limit_and_when_sms_is_not_a_channel(
 
 @pytest.fixture
 def settings(settings: Settings, gateway: SmsGatewayStandIn) -> Settings:
-    """SMS goes over HTTP to the gateway stand-in (``SMS_PROVIDER=twilio``)."""
     gateway.clear()
-    return replace(
-        settings,
-        sms_provider="twilio",
-        sms_api_base_url=gateway.url,
-        sms_account_sid=ACCOUNT_SID,
-        sms_auth_token=AUTH_TOKEN,
-        sms_from=SENDER,
-        sms_timeout_seconds=2.0,
-    )
+    return replace(live_sms(settings, gateway), sms_timeout_seconds=2.0)
 
 
 def start(processes: Processes, **env: str) -> None:

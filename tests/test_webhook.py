@@ -29,7 +29,7 @@ from tests.helpers.api import post, wait_delivery
 from tests.helpers.db import audit_trail
 from tests.helpers.net import free_port
 from tests.helpers.processes import ROOT, Processes, run_cli, wait_for
-from tests.standins.webhook import STALL, Reply, WebhookReceiver
+from tests.standins.webhook import STALL, Reply, WebhookReceiver, live_webhook
 
 HOOK = {
     "type": "TRANSACTIONAL",
@@ -97,12 +97,9 @@ def test_allowed_networks_open_exactly_their_addresses() -> None:
 
 @pytest.fixture
 def settings(settings: Settings, receiver: WebhookReceiver) -> Settings:
-    """Webhooks are POSTed for real (``WEBHOOK_PROVIDER=http``); 127.0.0.1 is allowed."""
     receiver.clear()
     return replace(
-        settings,
-        webhook_provider="http",
-        webhook_allowed_networks="127.0.0.1/32",
+        live_webhook(settings),
         webhook_connect_timeout_seconds=1.0,
         webhook_read_timeout_seconds=2.0,
     )
