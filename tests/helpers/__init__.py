@@ -7,5 +7,6 @@ from each other.
 - ``factories``: rows written straight into the database
 - ``db``: what tests read back from the database
 - ``processes``: the relay, workers, API and console script as real processes
+- ``contract``: the provider contract runner (tests/test_provider_contract.py holds the tables)
 - ``net``: free ports
 """
