@@ -14,7 +14,6 @@ from app.core.wake import wake_relay
 from tests.helpers.api import SEED, delivery_of, post, wait_delivery
 from tests.helpers.db import audit_trail, status_counts
 from tests.helpers.factories import insert_backlog
-from tests.helpers.net import free_port
 from tests.helpers.processes import Processes, wait_for
 from tests.standins.smtp import STALL, SmtpStandIn
 
@@ -103,20 +102,6 @@ def test_smtp_550_fails_at_once_with_the_reason(
     assert "550" in delivery["lastError"] and "no such mailbox" in delivery["lastError"]
     assert smtp.rcpt_attempts["nobody@example.com"] == 1
     assert smtp.to("nobody@example.com") == []
-
-
-def test_unreachable_smtp_is_retried_until_the_limit_then_failed(
-    client: FlaskClient, auth: dict[str, str], processes: Processes, settings: Settings
-) -> None:
-    processes.relay()
-    processes.worker(SMTP_PORT=str(free_port()))
-
-    created = post(client, auth, SEED).get_json()
-    delivery = wait_delivery(client, auth, created["id"], "FAILED")
-
-    assert delivery["attempts"] == settings.delivery_max_attempts
-    assert delivery["errorCode"] == "smtp_connection"
-    assert f"gave up after {settings.delivery_max_attempts} attempts" in delivery["lastError"]
 
 
 def test_send_at_in_the_future_is_not_sent_before_its_time(

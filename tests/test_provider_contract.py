@@ -1,5 +1,6 @@
 """Every provider against its stand-in: each answer of the service becomes the outcome in the
-provider's table (tests/helpers/contract.py runs the tables)."""
+provider's table (tests/helpers/contract.py runs the tables), and through the worker, a provider
+that cannot be reached is retried until the limit on every channel."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import Engine
 
 from app.core.domain import Channel, PushPlatform
 from app.core.settings import Settings
@@ -18,8 +21,12 @@ from tasks.channels import PUSH_SENDERS, resolve
 from tasks.channels.base import InvalidRecipient, Message, Outcome, Permanent, Retryable, Sent
 from tasks.channels.push import Device, PlatformSender
 from tests.helpers import contract
+from tests.helpers.api import SEED, post, wait_delivery
 from tests.helpers.contract import UNREACHABLE, Row, Subject
+from tests.helpers.factories import make_device
 from tests.helpers.net import free_port
+from tests.helpers.processes import Processes
+from tests.helpers.push import APNS_TOKEN, FCM_TOKEN
 from tests.standins import sms, webhook
 from tests.standins.apns import ApnsStandIn, live_apns
 from tests.standins.fcm import FcmStandIn, live_fcm
@@ -294,3 +301,70 @@ def test_a_batch_gets_one_outcome_per_message_in_order(
     subjects: dict[str, Callable[[], Subject]], provider: str
 ) -> None:
     contract.check_batch(subjects[provider](), TABLES[provider])
+
+
+# --- through the worker ---------------------------------------------------------------------
+
+PUSH = {"channels": ["PUSH"], "subject": "Hello", "body": "Your order shipped", "userId": "ana"}
+SMS = {
+    "type": "TRANSACTIONAL",
+    "priority": "HIGH",
+    "recipientPhone": "+14155550123",
+    "body": "Your code",
+    "channels": ["SMS"],
+}
+HOOK = {
+    "type": "TRANSACTIONAL",
+    "priority": "NORMAL",
+    "subject": "Order shipped",
+    "body": "It is on its way.",
+    "data": {"orderId": 42, "items": ["book", "lamp"]},
+    "channels": ["WEBHOOK"],
+}
+
+# Per channel: the worker's queue, the request, the worker's environment that sends where nothing
+# listens (or the request does), and the code the delivery fails with.
+UNREACHABLE_ROUTES: dict[str, Callable[[], tuple[str, dict[str, Any], dict[str, str], str]]] = {
+    "EMAIL": lambda: ("email", SEED, {"SMTP_PORT": str(free_port())}, "smtp_connection"),
+    "SMS": lambda: ("sms", SMS, {"SMS_API_BASE_URL": nowhere()}, "sms_connection"),
+    "WEBHOOK": lambda: (
+        "webhook",
+        {**HOOK, "webhookUrl": f"{nowhere()}/hooks/nobody"},
+        {},
+        "webhook_connection",
+    ),
+    "PUSH-fcm": lambda: ("push", PUSH, {"FCM_BASE_URL": nowhere()}, "fcm:connection_error"),
+    "PUSH-apns": lambda: (
+        "push",
+        PUSH,
+        {"APNS_BASE_URL": nowhere("https")},
+        "apns:connection_error",
+    ),
+}
+
+
+@pytest.mark.parametrize("route", UNREACHABLE_ROUTES)
+def test_unreachable_provider_is_retried_until_the_limit_then_failed(
+    client: FlaskClient,
+    auth: dict[str, str],
+    processes: Processes,
+    settings: Settings,
+    engine: Engine,
+    route: str,
+) -> None:
+    queue, body, environment, code = UNREACHABLE_ROUTES[route]()
+    if route == "PUSH-fcm":
+        make_device(engine, "ana", "fcm", FCM_TOKEN)
+    if route == "PUSH-apns":
+        make_device(engine, "ana", "apns", APNS_TOKEN)
+    processes.relay()
+    processes.worker(queue, **environment)
+
+    created = post(client, auth, body).get_json()
+    delivery = wait_delivery(client, auth, created["id"], "FAILED")
+
+    assert delivery["attempts"] == settings.delivery_max_attempts
+    assert delivery["errorCode"] == code
+    assert f"gave up after {settings.delivery_max_attempts} attempts" in delivery["lastError"]
+    if route.startswith("PUSH"):
+        assert [(d["status"], d["errorCode"]) for d in delivery["devices"]] == [("FAILED", code)]

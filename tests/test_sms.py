@@ -19,7 +19,6 @@ from tests.conftest import SMS_ACCOUNT_SID as ACCOUNT_SID
 from tests.conftest import SMS_AUTH_TOKEN as AUTH_TOKEN
 from tests.helpers.api import field_rules, post, wait_delivery
 from tests.helpers.db import audit_trail, rows_written
-from tests.helpers.net import free_port
 from tests.helpers.processes import Processes
 from tests.standins.sms import SENDER, STALL, Reply, SmsGatewayStandIn, live_sms
 
@@ -273,16 +272,3 @@ def test_gateway_that_does_not_answer_times_out_and_is_retried(
 
     assert delivery["attempts"] == 2
     assert ("SENDING", "RETRYING", 1, "sms_timeout") in audit_trail(engine, delivery["id"])
-
-
-def test_unreachable_gateway_is_retried_until_the_limit_then_failed(
-    client: FlaskClient, auth: dict[str, str], processes: Processes, settings: Settings
-) -> None:
-    start(processes, SMS_API_BASE_URL=f"http://127.0.0.1:{free_port()}")
-
-    created = post(client, auth, SMS).get_json()
-    delivery = wait_delivery(client, auth, created["id"], "FAILED")
-
-    assert delivery["attempts"] == settings.delivery_max_attempts
-    assert delivery["errorCode"] == "sms_connection"
-    assert f"gave up after {settings.delivery_max_attempts} attempts" in delivery["lastError"]

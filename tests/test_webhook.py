@@ -291,20 +291,6 @@ def test_receiver_that_does_not_answer_times_out_and_is_retried(
     assert ("SENDING", "RETRYING", 1, "webhook_timeout") in audit_trail(engine, delivery["id"])
 
 
-def test_unreachable_receiver_is_retried_until_the_limit_then_failed(
-    client: FlaskClient, auth: dict[str, str], processes: Processes, settings: Settings
-) -> None:
-    start(processes)
-
-    body = {**HOOK, "webhookUrl": f"http://127.0.0.1:{free_port()}/hooks/nobody"}
-    created = post(client, auth, body).get_json()
-    delivery = wait_delivery(client, auth, created["id"], "FAILED")
-
-    assert delivery["attempts"] == settings.delivery_max_attempts
-    assert delivery["errorCode"] == "webhook_connection"
-    assert f"gave up after {settings.delivery_max_attempts} attempts" in delivery["lastError"]
-
-
 # --- SSRF -----------------------------------------------------------------------------------
 
 
