@@ -13,7 +13,7 @@ from app.api.keys import create_api_key
 from app.core.domain import Priority
 from bench import harness
 from bench.floors import SEED_BODY
-from tests.factories import insert_backlog
+from tests.helpers.factories import insert_backlog
 
 API_PORT = 18080
 

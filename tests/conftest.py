@@ -16,8 +16,8 @@ from app.api.factory import create_app
 from app.api.keys import create_api_key
 from app.core.db import ensure_database, make_engine, migrate
 from app.core.settings import Settings
-from tests.factories import TABLES
-from tests.processes import Processes
+from tests.helpers.factories import TABLES
+from tests.helpers.processes import Processes
 from tests.standins.apns import ApnsStandIn, AuthKey, make_tls
 from tests.standins.fcm import FcmStandIn
 from tests.standins.sms import SmsGatewayStandIn

@@ -17,33 +17,9 @@ from sqlalchemy.exc import IntegrityError
 from app.api.factory import create_app
 from app.api.openapi import document
 from app.core.settings import Settings
-
-SEED = {
-    "type": "TRANSACTIONAL",
-    "priority": "HIGH",
-    "recipientEmail": "user@example.com",
-    "subject": "Test Notification",
-    "body": "This is a test",
-    "channels": ["EMAIL"],
-}
-
-
-def rows_written(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return conn.scalar(
-            text(
-                "SELECT (SELECT count(*) FROM notification) + (SELECT count(*) FROM delivery)"
-                " + (SELECT count(*) FROM outbox_event)"
-            )
-        )
-
-
-def post(client: FlaskClient, auth: dict[str, str], body: Any, **headers: str) -> Any:
-    return client.post("/api/v1/notifications", json=body, headers={**auth, **headers})
-
-
-def field_rules(response: Any) -> set[tuple[str, str]]:
-    return {(f["field"], f["rule"]) for f in response.get_json()["error"]["fields"]}
+from tests.helpers.api import SEED, field_rules, post
+from tests.helpers.db import rows_written
+from tests.helpers.factories import make_notification
 
 
 def test_seed_request_is_accepted_with_one_delivery_and_one_outbox_event(
@@ -274,11 +250,9 @@ def test_cancel_stops_pending_deliveries_and_second_cancel_is_409(
 def test_cancel_refuses_a_sent_delivery(
     client: FlaskClient, auth: dict[str, str], engine: Engine
 ) -> None:
-    created = post(client, auth, SEED).get_json()
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE delivery SET status = 'SENT'"))
+    sent = make_notification(engine, status="SENT")
 
-    response = client.post(f"/api/v1/notifications/{created['id']}/cancel", headers=auth)
+    response = client.post(f"/api/v1/notifications/{sent.id}/cancel", headers=auth)
 
     assert response.status_code == 409
 

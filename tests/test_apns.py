@@ -7,7 +7,6 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,12 +19,11 @@ from app.core.settings import Settings
 from tasks.channels.apns import ApnsSender
 from tasks.channels.base import InvalidRecipient, Message, Outcome, Retryable, Sent
 from tasks.channels.push import Device
-from tests.processes import Processes
+from tests.helpers.db import audit_trail
+from tests.helpers.processes import Processes
+from tests.helpers.push import device_states, push, register, wait_push
 from tests.standins.apns import ApnsStandIn, live_apns
 from tests.standins.fcm import FcmStandIn, live_fcm
-from tests.test_devices import register
-from tests.test_pipeline import audit_trail
-from tests.test_push import device_states, push, wait_push
 
 TOKEN = "a1" * 32
 OTHER = "b2" * 32
@@ -304,21 +302,6 @@ def test_apns_sender_outcomes_per_device_in_order(settings: Settings, apns: Apns
 
     assert isinstance(outcomes[0], Sent)
     assert outcomes[1] == InvalidRecipient("apns:BadDeviceToken", "APNs 400 BadDeviceToken")
-
-
-def test_apns_unreachable_is_retryable_and_names_no_token(
-    settings: Settings, apns: ApnsStandIn
-) -> None:
-    from tests.netutil import free_port
-
-    sender = ApnsSender(replace(settings, apns_base_url=f"https://127.0.0.1:{free_port()}"))
-    try:
-        [outcome] = sender.send(_message(), [_device()])
-    finally:
-        sender.close()
-
-    assert isinstance(outcome, Retryable) and outcome.code == "apns:connection_error"
-    assert TOKEN not in outcome.reason
 
 
 def test_apns_sender_shared_by_many_threads_sends_each_push_exactly_once(

@@ -13,15 +13,16 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from app.api.errors import ApiError
 from app.api.factory import create_app
 from app.api.keys import create_api_key
 from app.api.ratelimit import RateLimiter
 from app.core.settings import Settings
-from tests.processes import BIN, settings_env
-from tests.test_api import SEED
+from tests.helpers.api import SEED
+from tests.helpers.factories import make_api_key
+from tests.helpers.processes import BIN, settings_env
 
 PUBLIC = re.compile(r"^/api/v1/health(/.*)?$")
 
@@ -46,9 +47,7 @@ def bearer(key: str) -> dict[str, str]:
 def test_every_api_route_but_health_refuses_missing_malformed_wrong_and_revoked_keys(
     flask_app: Flask, client: FlaskClient, engine: Engine
 ) -> None:
-    revoked = create_api_key(engine, "revoked", ["send", "read", "admin"]).key
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE api_key SET revoked_at = now()"))
+    revoked = make_api_key(engine, "revoked", ["send", "read", "admin"], revoked=True).key
     attempts = {
         "missing": {},
         "malformed": {"Authorization": "Token abc"},

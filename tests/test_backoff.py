@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import random
-import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
 
 import pytest
 
-from app.core.domain import Channel, DeliveryStatus, NotificationType, Priority
+from app.core.domain import Channel, DeliveryStatus
 from app.core.settings import Settings
 from tasks.channels.base import InvalidRecipient, Message, Permanent, Retryable, Sent
 from tasks.deliver import backoff_seconds, judge
+from tests.helpers import contract
 
 SETTINGS = Settings(
     retry_backoff_base_seconds=2.0, retry_backoff_max_seconds=60.0, delivery_max_attempts=5
@@ -20,17 +19,7 @@ SETTINGS = Settings(
 
 
 def message(attempt: int) -> Message:
-    return Message(
-        delivery_id=uuid.uuid4(),
-        notification_id=uuid.uuid4(),
-        project_id="default",
-        channel=Channel.EMAIL,
-        attempt=attempt,
-        type=NotificationType.TRANSACTIONAL,
-        priority=Priority.NORMAL,
-        created_at=datetime.now(UTC),
-        body="b",
-    )
+    return contract.message(Channel.EMAIL, attempt=attempt)
 
 
 @pytest.mark.parametrize(("attempt", "low", "high"), [(1, 1, 2), (2, 2, 4), (3, 4, 8), (9, 30, 60)])

@@ -17,21 +17,11 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from app.core.settings import Settings
-from tests.factories import status_counts
-from tests.inbox_client import Tab, call, in_app
-from tests.netutil import free_port
-from tests.processes import BIN, Processes, settings_env, wait_for
-from tests.test_api import SEED, post
-
-
-def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "notification-service"), *args],
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from tests.helpers.api import SEED, post
+from tests.helpers.db import status_counts
+from tests.helpers.inbox import Tab, call, in_app
+from tests.helpers.net import free_port
+from tests.helpers.processes import BIN, Processes, run_cli, settings_env, wait_for
 
 
 def test_create_api_key_prints_a_working_key_on_its_last_line(

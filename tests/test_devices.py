@@ -14,22 +14,10 @@ from app.api.openapi import document
 from app.core.domain import Channel
 from app.core.settings import PROVIDER_CHOICES
 from tasks.channels import PROVIDER_SETTINGS, PROVIDERS, resolve
-from tests.test_api import field_rules, post, rows_written
-
-APNS_TOKEN = "ab" * 32
-FCM_TOKEN = "fcm-token-0123456789:APA91bHunUUrE3m6"
-
-
-def register(
-    client: FlaskClient,
-    auth: dict[str, str],
-    user: str,
-    token: str,
-    platform: str = "fcm",
-    **more: Any,
-) -> Any:
-    body = {"token": token, "platform": platform, "appId": "com.example.app", **more}
-    return client.put(f"/api/v1/users/{user}/devices", json=body, headers=auth)
+from tests.helpers.api import field_rules, post
+from tests.helpers.db import rows_written
+from tests.helpers.factories import make_device
+from tests.helpers.push import APNS_TOKEN, FCM_TOKEN, register
 
 
 def test_registering_a_device_creates_it_and_lists_it_without_the_token(
@@ -51,15 +39,13 @@ def test_registering_a_device_creates_it_and_lists_it_without_the_token(
 def test_registering_a_known_token_again_updates_moves_and_reactivates_it(
     client: FlaskClient, auth: dict[str, str], engine: Engine
 ) -> None:
-    first = register(client, auth, "u1", APNS_TOKEN, "apns").get_json()
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE push_device SET active = false, deactivation_reason = 'x'"))
+    first = make_device(engine, "u1", "apns", APNS_TOKEN, active=False, deactivation_reason="x")
 
     again = register(client, auth, "u2", APNS_TOKEN, "apns", appId="com.example.other")
 
     assert again.status_code == 200
     device = again.get_json()
-    assert device["id"] == first["id"]
+    assert device["id"] == str(first)
     assert (device["userId"], device["appId"], device["active"]) == (
         "u2",
         "com.example.other",
@@ -159,9 +145,7 @@ def test_push_to_explicit_tokens_needs_each_to_be_an_active_registered_device(
     client: FlaskClient, auth: dict[str, str], engine: Engine
 ) -> None:
     register(client, auth, "u1", FCM_TOKEN)
-    register(client, auth, "u1", APNS_TOKEN, "apns")
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE push_device SET active = false WHERE platform = 'apns'"))
+    make_device(engine, "u1", "apns", APNS_TOKEN, active=False)
     body = {"channels": ["PUSH"], "body": "hi", "deviceTokens": [FCM_TOKEN, "unknown", APNS_TOKEN]}
 
     refused = post(client, auth, body)

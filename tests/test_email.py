@@ -4,18 +4,17 @@ answer becomes (the README's table under "Email delivery and retries")."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from app.core.domain import Channel, NotificationType, Priority
+from app.core.domain import Channel
 from app.core.settings import Settings
 from tasks.channels.base import InvalidRecipient, Message, Permanent, Retryable, Sent
 from tasks.channels.email import SmtpEmailProvider
-from tests.netutil import free_port
+from tests.helpers import contract
+from tests.helpers.net import free_port
 from tests.standins.smtp import Login, SmtpStandIn, Tls
 
 USER, PASSWORD = "mailer", "s3cret-smtp-password"
@@ -24,19 +23,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiri
 
 
 def message(recipient: str) -> Message:
-    return Message(
-        delivery_id=uuid.uuid4(),
-        notification_id=uuid.uuid4(),
-        project_id="default",
-        channel=Channel.EMAIL,
-        attempt=1,
-        type=NotificationType.TRANSACTIONAL,
-        priority=Priority.NORMAL,
-        created_at=datetime.now(UTC),
-        body="It is on its way.",
-        subject="Your order shipped",
-        recipient_email=recipient,
-    )
+    return contract.message(Channel.EMAIL, recipient_email=recipient)
 
 
 def provider(server: SmtpStandIn | int, **smtp: object) -> SmtpEmailProvider:

@@ -10,10 +10,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
 from app.core.settings import Settings
-from tests.processes import Processes
+from tests.helpers.processes import Processes
+from tests.helpers.push import device_states, push, register, wait_push
 from tests.standins.fcm import GOOGLE_TOKEN_AUDIENCE, SCOPE, FcmStandIn, live_fcm
-from tests.test_devices import register
-from tests.test_push import device_states, push, wait_push
 
 TOKEN = "fcm-token-A:APA91bH" + "x" * 40
 OTHER = "fcm-token-B:APA91bH" + "y" * 40

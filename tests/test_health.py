@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 from app.api.factory import create_app
 from app.core.settings import Settings
-from tests.netutil import free_port
+from tests.helpers.net import free_port
 
 POSTGRES_DOWN = {"status": "unavailable", "checks": {"postgres": "unreachable", "redis": "ok"}}
 ALL_OK = {"status": "ok", "checks": {"postgres": "ok", "redis": "ok"}}

@@ -9,9 +9,9 @@ import time
 
 from app.api.live import tokens
 from tests.conftest import WS_TOKEN_SECRET
-from tests.inbox_client import Tab, call
-from tests.netutil import free_port
-from tests.processes import Processes
+from tests.helpers.inbox import Tab, call
+from tests.helpers.net import free_port
+from tests.helpers.processes import Processes
 
 NOT_AUTH = (4400, "first message must be {type: auth, token}")
 

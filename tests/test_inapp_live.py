@@ -21,9 +21,9 @@ from app.core.inbox_events import deleted_event, inbox_of, user_channel
 from app.core.settings import Settings
 from tasks.deliver import WorkerContext, deliver_ids
 from tests.conftest import WS_TOKEN_SECRET
-from tests.inbox_client import Tab, call, in_app
-from tests.netutil import free_port
-from tests.processes import Processes, wait_for
+from tests.helpers.inbox import Tab, call, in_app
+from tests.helpers.net import free_port
+from tests.helpers.processes import Processes, wait_for
 
 
 def start(processes: Processes, apis: int = 1, **api_env: str) -> list[str]:

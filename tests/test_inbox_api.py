@@ -21,8 +21,8 @@ from app.core.inbox_events import inbox_of, user_channel
 from app.core.settings import Settings, SettingsError
 from tasks.deliver import WorkerContext, deliver_ids
 from tests.conftest import WS_TOKEN_SECRET
-from tests.inbox_client import in_app
-from tests.test_api import post
+from tests.helpers.api import post
+from tests.helpers.inbox import in_app
 
 
 def deliver_everything(settings: Settings, engine: Engine) -> None:

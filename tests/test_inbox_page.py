@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import BrowserContext, expect, sync_playwright
 
-from tests.inbox_client import call, in_app
-from tests.netutil import free_port
-from tests.processes import Processes
+from tests.helpers.inbox import call, in_app
+from tests.helpers.net import free_port
+from tests.helpers.processes import Processes
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's chromium; `make test` installs it when missing
 UNREAD = re.compile(r"\bunread\b")

@@ -21,7 +21,7 @@ from app.api.keys import create_api_key
 from app.core.db import make_engine
 from app.core.settings import Settings
 from app.store.accept import NewDelivery, NewNotification, prepare, write_batch
-from tests.factories import wait_for_lock_waiter
+from tests.helpers.db import wait_for_lock_waiter
 
 WAIT = 10.0  # seconds: every bounded wait below
 

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
 from app.api.keys import IssuedKey, create_api_key
 from app.core.settings import Settings
-from tests.conftest import SMS_ACCOUNT_SID, SMS_AUTH_TOKEN
-from tests.processes import Processes, wait_for
+from tests.helpers.api import post
+from tests.helpers.processes import Processes, wait_for
+from tests.helpers.push import FCM_TOKEN, register
 from tests.standins.fcm import FcmStandIn, live_fcm
-from tests.standins.sms import Reply, SmsGatewayStandIn
+from tests.standins.sms import Reply, SmsGatewayStandIn, live_sms
 from tests.standins.smtp import SmtpStandIn
-from tests.standins.webhook import WebhookReceiver
-from tests.test_api import post
-from tests.test_devices import register
-from tests.test_fcm import TOKEN
-from tests.test_sms import SENDER
+from tests.standins.webhook import WebhookReceiver, live_webhook
 
 PHONE = "+14155550001"
 
@@ -30,16 +25,7 @@ def settings(
 ) -> Settings:
     gateway.clear()
     receiver.clear()
-    return replace(
-        live_fcm(settings, fcm),
-        sms_provider="twilio",
-        sms_api_base_url=gateway.url,
-        sms_account_sid=SMS_ACCOUNT_SID,
-        sms_auth_token=SMS_AUTH_TOKEN,
-        sms_from=SENDER,
-        webhook_provider="http",
-        webhook_allowed_networks="127.0.0.1/32",
-    )
+    return live_webhook(live_sms(live_fcm(settings, fcm), gateway))
 
 
 @pytest.fixture
@@ -61,7 +47,7 @@ def test_one_channel_failing_permanently_leaves_the_others_sent_and_says_so(
     gateway: SmsGatewayStandIn,
     receiver: WebhookReceiver,
 ) -> None:
-    register(client, auth, "ana", TOKEN)
+    register(client, auth, "ana", FCM_TOKEN)
     gateway.plan(PHONE, Reply(400, 21211))  # not a valid phone number: permanent
     processes.relay()
     processes.worker(queues="email,push,sms,webhook")
@@ -95,6 +81,6 @@ def test_one_channel_failing_permanently_leaves_the_others_sent_and_says_so(
         "WEBHOOK": ("SENT", None),
     }
     assert len(smtp.to("ana@example.com")) == 1
-    assert [r.body["message"]["token"] for r in fcm.received] == [TOKEN]
+    assert [r.body["message"]["token"] for r in fcm.received] == [FCM_TOKEN]
     assert gateway.attempts[PHONE] == 1
     assert len(receiver.to("/orders")) == 1

@@ -16,11 +16,12 @@ from app.core.domain import Channel
 from app.core.settings import Settings
 from relay.main import export_gauges
 from relay.retention import purge
-from tests.factories import insert_backlog, status_counts
-from tests.netutil import free_port
-from tests.processes import BIN, Processes, settings_env, wait_for
+from tests.helpers.api import SEED
+from tests.helpers.db import status_counts
+from tests.helpers.factories import insert_backlog
+from tests.helpers.net import free_port
+from tests.helpers.processes import BIN, Processes, settings_env, wait_for
 from tests.standins.smtp import SmtpStandIn
-from tests.test_api import SEED
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

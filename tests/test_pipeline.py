@@ -11,42 +11,11 @@ from sqlalchemy import Engine, text
 
 from app.core.settings import Settings
 from app.core.wake import wake_relay
-from tests.factories import insert_backlog, status_counts
-from tests.netutil import free_port
-from tests.processes import Processes, wait_for
+from tests.helpers.api import SEED, delivery_of, post, wait_delivery
+from tests.helpers.db import audit_trail, status_counts
+from tests.helpers.factories import insert_backlog
+from tests.helpers.processes import Processes, wait_for
 from tests.standins.smtp import STALL, SmtpStandIn
-from tests.test_api import SEED, post
-
-
-def delivery_of(client: FlaskClient, auth: dict[str, str], notification_id: str) -> dict[str, Any]:
-    body = client.get(f"/api/v1/notifications/{notification_id}", headers=auth).get_json()
-    return body["deliveries"][0]
-
-
-def wait_delivery(
-    client: FlaskClient,
-    auth: dict[str, str],
-    notification_id: str,
-    status: str,
-    timeout: float = 30,
-) -> dict[str, Any]:
-    def reached() -> dict[str, Any] | None:
-        delivery = delivery_of(client, auth, notification_id)
-        return delivery if delivery["status"] == status else None
-
-    return wait_for(reached, timeout, 0.1, f"delivery {status}")  # type: ignore[return-value]
-
-
-def audit_trail(engine: Engine, delivery_id: str) -> list[tuple[str, str, int, str | None]]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT from_status, to_status, attempt, error_code FROM audit_log"
-                " WHERE delivery_id = :id ORDER BY id"
-            ),
-            {"id": delivery_id},
-        )
-        return [tuple(r) for r in rows]  # type: ignore[misc]
 
 
 def test_seed_request_arrives_at_the_smtp_server_and_reads_back_sent(
@@ -133,20 +102,6 @@ def test_smtp_550_fails_at_once_with_the_reason(
     assert "550" in delivery["lastError"] and "no such mailbox" in delivery["lastError"]
     assert smtp.rcpt_attempts["nobody@example.com"] == 1
     assert smtp.to("nobody@example.com") == []
-
-
-def test_unreachable_smtp_is_retried_until_the_limit_then_failed(
-    client: FlaskClient, auth: dict[str, str], processes: Processes, settings: Settings
-) -> None:
-    processes.relay()
-    processes.worker(SMTP_PORT=str(free_port()))
-
-    created = post(client, auth, SEED).get_json()
-    delivery = wait_delivery(client, auth, created["id"], "FAILED")
-
-    assert delivery["attempts"] == settings.delivery_max_attempts
-    assert delivery["errorCode"] == "smtp_connection"
-    assert f"gave up after {settings.delivery_max_attempts} attempts" in delivery["lastError"]
 
 
 def test_send_at_in_the_future_is_not_sent_before_its_time(

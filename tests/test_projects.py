@@ -18,9 +18,9 @@ from app.api.live import tokens
 from app.core.settings import Settings
 from tasks.deliver import WorkerContext, deliver_ids
 from tests.conftest import WS_TOKEN_SECRET
-from tests.inbox_client import Tab
-from tests.netutil import free_port
-from tests.processes import Processes
+from tests.helpers.inbox import Tab
+from tests.helpers.net import free_port
+from tests.helpers.processes import Processes
 
 ALL_SCOPES = ("send", "read", "admin")
 # Routes that hold no project's data: served without a key, or the socket (tested below).

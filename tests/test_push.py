@@ -3,46 +3,14 @@ results, with the ``log`` push provider (FCM and APNs have their own test module
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from app.core.settings import Settings, SettingsError
-from tests.processes import Processes, wait_for
-from tests.test_api import post
-from tests.test_devices import APNS_TOKEN, FCM_TOKEN, register
-
-
-def push(client: FlaskClient, auth: dict[str, str], **fields: Any) -> dict[str, Any]:
-    body = {"channels": ["PUSH"], "subject": "Hello", "body": "Your order shipped", **fields}
-    response = post(client, auth, body)
-    assert response.status_code == 202, response.get_json()
-    return response.get_json()
-
-
-def wait_push(
-    client: FlaskClient,
-    auth: dict[str, str],
-    notification_id: str,
-    status: str,
-    timeout: float = 30,
-) -> dict[str, Any]:
-    """The notification's PUSH delivery once it reached ``status``."""
-
-    def reached() -> dict[str, Any] | None:
-        body = client.get(f"/api/v1/notifications/{notification_id}", headers=auth).get_json()
-        [delivery] = [d for d in body["deliveries"] if d["channel"] == "PUSH"]
-        return delivery if delivery["status"] == status else None
-
-    return wait_for(reached, timeout, 0.1, f"PUSH delivery {status}")  # type: ignore[return-value]
-
-
-def device_states(engine: Engine) -> dict[str, tuple[bool, str | None]]:
-    with engine.connect() as conn:
-        rows = conn.execute(text("SELECT token, active, deactivation_reason FROM push_device"))
-        return {r.token: (r.active, r.deactivation_reason) for r in rows}
+from tests.helpers.factories import make_device
+from tests.helpers.processes import Processes
+from tests.helpers.push import APNS_TOKEN, FCM_TOKEN, push, register, wait_push
 
 
 def test_push_to_a_user_reaches_every_active_device_and_shows_each_result(
@@ -50,10 +18,8 @@ def test_push_to_a_user_reaches_every_active_device_and_shows_each_result(
 ) -> None:
     fcm = register(client, auth, "ana", FCM_TOKEN).get_json()
     apns = register(client, auth, "ana", APNS_TOKEN, "apns").get_json()
-    gone = register(client, auth, "ana", "dead-token-1", "fcm").get_json()
+    make_device(engine, "ana", "fcm", "dead-token-1", active=False)
     register(client, auth, "bob", "bobs-token-1", "fcm")
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE push_device SET active = false WHERE id = :id"), gone)
     processes.relay()
     worker = processes.worker("push")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from app.core.settings import Settings
-from tests.processes import ROOT
+from tests.helpers.processes import ROOT
 
 
 def test_readme_configuration_table_lists_every_setting_with_its_default() -> None:

@@ -21,10 +21,11 @@ from app.core.wake import wake_relay
 from app.store.outbox import ClaimedEvent
 from relay.publish import TaskPublisher
 from tasks.app import make_celery
-from tests.factories import insert_backlog, outbox_counts, status_counts
-from tests.processes import Processes, wait_for
+from tests.helpers.api import SEED, post
+from tests.helpers.db import outbox_counts, status_counts
+from tests.helpers.factories import insert_backlog
+from tests.helpers.processes import Processes, wait_for
 from tests.standins.smtp import SmtpStandIn
-from tests.test_api import SEED, post
 
 EMAIL_LISTS = [Channel.EMAIL.queue + suffix for suffix in ("", ":1", ":2")]
 

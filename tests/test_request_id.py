@@ -12,9 +12,9 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from tests.factories import status_counts
-from tests.netutil import free_port
-from tests.processes import Process, Processes, wait_for
+from tests.helpers.db import status_counts
+from tests.helpers.net import free_port
+from tests.helpers.processes import Process, Processes, wait_for
 
 GENERATED = re.compile(r"^[0-9a-f]{32}$")
 EMAIL = {

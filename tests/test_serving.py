@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.factories import wait_for_lock_waiter
-from tests.netutil import free_port
-from tests.processes import Processes
+from tests.helpers.db import wait_for_lock_waiter
+from tests.helpers.net import free_port
+from tests.helpers.processes import Processes
 
 LIVE = "/api/v1/health/live"
 

@@ -17,13 +17,11 @@ from tasks.channels.http import retry_after_seconds
 from tasks.channels.sms import redact_numbers
 from tests.conftest import SMS_ACCOUNT_SID as ACCOUNT_SID
 from tests.conftest import SMS_AUTH_TOKEN as AUTH_TOKEN
-from tests.netutil import free_port
-from tests.processes import Processes
-from tests.standins.sms import STALL, Reply, SmsGatewayStandIn
-from tests.test_api import field_rules, post, rows_written
-from tests.test_pipeline import audit_trail, wait_delivery
+from tests.helpers.api import field_rules, post, wait_delivery
+from tests.helpers.db import audit_trail, rows_written
+from tests.helpers.processes import Processes
+from tests.standins.sms import SENDER, STALL, Reply, SmsGatewayStandIn, live_sms
 
-SENDER = "+15005550006"
 PHONE = "+14155550123"
 SMS = {
     "type": "TRANSACTIONAL",
@@ -114,17 +112,8 @@ def test_long_body_is_accepted_at_the_limit_and_when_sms_is_not_a_channel(
 
 @pytest.fixture
 def settings(settings: Settings, gateway: SmsGatewayStandIn) -> Settings:
-    """SMS goes over HTTP to the gateway stand-in (``SMS_PROVIDER=twilio``)."""
     gateway.clear()
-    return replace(
-        settings,
-        sms_provider="twilio",
-        sms_api_base_url=gateway.url,
-        sms_account_sid=ACCOUNT_SID,
-        sms_auth_token=AUTH_TOKEN,
-        sms_from=SENDER,
-        sms_timeout_seconds=2.0,
-    )
+    return replace(live_sms(settings, gateway), sms_timeout_seconds=2.0)
 
 
 def start(processes: Processes, **env: str) -> None:
@@ -283,16 +272,3 @@ def test_gateway_that_does_not_answer_times_out_and_is_retried(
 
     assert delivery["attempts"] == 2
     assert ("SENDING", "RETRYING", 1, "sms_timeout") in audit_trail(engine, delivery["id"])
-
-
-def test_unreachable_gateway_is_retried_until_the_limit_then_failed(
-    client: FlaskClient, auth: dict[str, str], processes: Processes, settings: Settings
-) -> None:
-    start(processes, SMS_API_BASE_URL=f"http://127.0.0.1:{free_port()}")
-
-    created = post(client, auth, SMS).get_json()
-    delivery = wait_delivery(client, auth, created["id"], "FAILED")
-
-    assert delivery["attempts"] == settings.delivery_max_attempts
-    assert delivery["errorCode"] == "sms_connection"
-    assert f"gave up after {settings.delivery_max_attempts} attempts" in delivery["lastError"]

@@ -21,7 +21,7 @@ from app.core.domain import TERMINAL_STATUSES, DeliveryStatus
 from app.store import deliveries
 from app.store.deliveries import DeliveryResult
 from app.store.outbox import claim_due
-from tests.factories import delete_all_rows
+from tests.helpers.factories import delete_all_rows
 
 RANK = {"PENDING": 0, "QUEUED": 1, "SENDING": 2, "RETRYING": 2}
 OPERATIONS = st.lists(

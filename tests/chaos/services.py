@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from tests.netutil import free_port
+from tests.helpers.net import free_port
 
 PG_BIN = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1])
 

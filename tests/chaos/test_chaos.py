@@ -31,8 +31,8 @@ from app.api.keys import create_api_key
 from app.core.db import make_engine, migrate
 from app.core.settings import Settings
 from tests.chaos.services import PrivatePostgres, PrivateRedis
-from tests.netutil import free_port
-from tests.processes import BIN, Process, Processes, settings_env
+from tests.helpers.net import free_port
+from tests.helpers.processes import BIN, Process, Processes, settings_env
 from tests.standins.smtp import SmtpStandIn
 from tests.standins.webhook import WebhookReceiver
 

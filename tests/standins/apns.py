@@ -30,7 +30,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 from app.core.settings import Settings
-from tests.netutil import free_port
+from tests.helpers.net import free_port
 
 # Planned answers: (status, reason); "slow" answers 200 after SLOW_SECONDS.
 ANSWERS: dict[str, tuple[int, str]] = {

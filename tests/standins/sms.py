@@ -7,9 +7,10 @@ import json
 import time
 import uuid
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import parse_qs
 
+from app.core.settings import Settings
 from tests.standins.httpserver import HttpStandIn, QuietHandler
 
 
@@ -21,6 +22,8 @@ class Reply:
     code: int | None = None
     retry_after: str | None = None
 
+
+SENDER = "+15005550006"  # the From number the tests configure (Twilio's test number)
 
 STALL = Reply(0)  # answers nothing for STALL_SECONDS, like a hung gateway
 STALL_SECONDS = 5
@@ -142,3 +145,15 @@ class SmsGatewayStandIn(HttpStandIn):
     def accept(self, sid: str, request: SmsRequest) -> None:
         with self.lock:
             self.sent[sid] = request
+
+
+def live_sms(settings: Settings, gateway: SmsGatewayStandIn) -> Settings:
+    """Settings that send SMS over HTTP to the gateway stand-in (``SMS_PROVIDER=twilio``)."""
+    return replace(
+        settings,
+        sms_provider="twilio",
+        sms_api_base_url=gateway.url,
+        sms_account_sid=gateway.account_sid,
+        sms_auth_token=gateway.auth_token,
+        sms_from=SENDER,
+    )

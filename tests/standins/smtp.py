@@ -23,7 +23,7 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from tests.netutil import free_port
+from tests.helpers.net import free_port
 
 _REPLIES = {
     250: "250 2.1.5 OK",

@@ -8,8 +8,9 @@ import random
 import ssl
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from app.core.settings import Settings
 from tests.standins.httpserver import HttpStandIn, QuietHandler
 
 
@@ -129,3 +130,12 @@ class WebhookReceiver(HttpStandIn):
             if reply.status == 200 and request.signature_valid is not False:
                 self.delivered[request.headers.get("x-notification-id", "")] += 1
             return reply
+
+
+def live_webhook(settings: Settings) -> Settings:
+    """Settings that POST webhooks for real (``WEBHOOK_PROVIDER=http``), 127.0.0.1 allowed."""
+    return replace(
+        settings,
+        webhook_provider="http",
+        webhook_allowed_networks="127.0.0.1/32",
+    )

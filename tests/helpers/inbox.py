@@ -10,7 +10,7 @@ from typing import Any
 
 from simple_websocket import Client, ConnectionClosed
 
-from tests.processes import wait_for
+from tests.helpers.processes import wait_for
 
 
 def call(method: str, url: str, key: str | None, body: Any = None) -> tuple[int, Any]:

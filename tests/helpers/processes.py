@@ -1,4 +1,5 @@
-"""Real service processes for tests: the relay, Celery workers and the API, each with its log."""
+"""Real service processes for tests: the relay, Celery workers and the API, each with its log, and
+the console script run once."""
 
 from __future__ import annotations
 
@@ -12,13 +13,23 @@ from pathlib import Path
 
 from app.core.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment that makes a child process build exactly these settings."""
     return {**os.environ, **settings.to_env(), **extra}
+
+
+def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "notification-service"), *args],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def wait_for(
