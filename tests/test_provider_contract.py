@@ -21,7 +21,7 @@ from tasks.channels import PUSH_SENDERS, resolve
 from tasks.channels.base import InvalidRecipient, Message, Outcome, Permanent, Retryable, Sent
 from tasks.channels.push import Device, PlatformSender
 from tests.helpers import contract
-from tests.helpers.api import SEED, post, wait_delivery
+from tests.helpers.api import HOOK, SEED, post, wait_delivery
 from tests.helpers.contract import UNREACHABLE, Row, Subject
 from tests.helpers.factories import make_device
 from tests.helpers.net import free_port
@@ -313,15 +313,6 @@ SMS = {
     "body": "Your code",
     "channels": ["SMS"],
 }
-HOOK = {
-    "type": "TRANSACTIONAL",
-    "priority": "NORMAL",
-    "subject": "Order shipped",
-    "body": "It is on its way.",
-    "data": {"orderId": 42, "items": ["book", "lamp"]},
-    "channels": ["WEBHOOK"],
-}
-
 # Per channel: the worker's queue, the request, the worker's environment that sends where nothing
 # listens (or the request does), and the code the delivery fails with.
 UNREACHABLE_ROUTES: dict[str, Callable[[], tuple[str, dict[str, Any], dict[str, str], str]]] = {

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.error
-import urllib.request
 from typing import Any
 
 from sqlalchemy import Engine, text
 
+from tests.helpers.api import http
 from tests.helpers.db import status_counts
 from tests.helpers.net import free_port
 from tests.helpers.processes import Process, Processes, wait_for
@@ -29,18 +28,9 @@ def call(
     method: str, url: str, request_id: str | None, key: str | None = None, body: Any = None
 ) -> tuple[int, str, Any]:
     """(status, the X-Request-Id answered, parsed JSON body) of one HTTP request."""
-    headers = {"Content-Type": "application/json"}
-    if request_id is not None:
-        headers["X-Request-Id"] = request_id
-    if key is not None:
-        headers["Authorization"] = f"Bearer {key}"
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, method=method, data=data, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.headers["X-Request-Id"], json.load(response)
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers["X-Request-Id"], json.load(error)
+    headers = {} if request_id is None else {"X-Request-Id": request_id}
+    status, answered, parsed = http(method, url, key, body, headers)
+    return status, answered["X-Request-Id"], parsed
 
 
 def log_lines(process: Process) -> list[dict[str, Any]]:

@@ -25,21 +25,11 @@ from app.api.keys import IssuedKey, create_api_key
 from app.core.settings import Settings
 from tasks.channels.ssrf import BlockedAddress, GuardedTransport, is_permitted
 from tasks.channels.webhook import signature
-from tests.helpers.api import post, wait_delivery
+from tests.helpers.api import HOOK, post, wait_delivery
 from tests.helpers.db import audit_trail
 from tests.helpers.net import free_port
 from tests.helpers.processes import ROOT, Processes, run_cli, wait_for
 from tests.standins.webhook import STALL, Reply, WebhookReceiver, live_webhook
-
-HOOK = {
-    "type": "TRANSACTIONAL",
-    "priority": "NORMAL",
-    "subject": "Order shipped",
-    "body": "It is on its way.",
-    "data": {"orderId": 42, "items": ["book", "lamp"]},
-    "channels": ["WEBHOOK"],
-}
-
 
 # --- the SSRF guard's rules -----------------------------------------------------------------
 

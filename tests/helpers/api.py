@@ -3,6 +3,10 @@ for a delivery to reach a status."""
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
+from email.message import Message
 from typing import Any
 
 from flask.testing import FlaskClient
@@ -16,6 +20,17 @@ SEED = {
     "subject": "Test Notification",
     "body": "This is a test",
     "channels": ["EMAIL"],
+}
+
+
+# A WEBHOOK notification; the receiver's URL is added per test.
+HOOK = {
+    "type": "TRANSACTIONAL",
+    "priority": "NORMAL",
+    "subject": "Order shipped",
+    "body": "It is on its way.",
+    "data": {"orderId": 42, "items": ["book", "lamp"]},
+    "channels": ["WEBHOOK"],
 }
 
 
@@ -44,3 +59,26 @@ def wait_delivery(
         return delivery if delivery["status"] == status else None
 
     return wait_for(reached, timeout, 0.1, f"delivery {status}")  # type: ignore[return-value]
+
+
+def http(
+    method: str,
+    url: str,
+    key: str | None = None,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Message, Any]:
+    """(status, response headers, parsed JSON body or None) of one HTTP request to a running
+    API; error answers are answers too."""
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    if key is not None:
+        sent["Authorization"] = f"Bearer {key}"
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, method=method, data=data, headers=sent)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            raw = response.read()
+            return response.status, response.headers, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as error:
+        raw = error.read()
+        return error.code, error.headers, json.loads(raw) if raw else None

@@ -4,29 +4,18 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 from simple_websocket import Client, ConnectionClosed
 
+from tests.helpers.api import http
 from tests.helpers.processes import wait_for
 
 
 def call(method: str, url: str, key: str | None, body: Any = None) -> tuple[int, Any]:
     """(status, parsed JSON body or None) of one HTTP request; errors are answers too."""
-    headers = {"Content-Type": "application/json"}
-    if key is not None:
-        headers["Authorization"] = f"Bearer {key}"
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, method=method, data=data, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as error:
-        raw = error.read()
-        return error.code, json.loads(raw) if raw else None
+    status, _, answer = http(method, url, key, body)
+    return status, answer
 
 
 def in_app(user_id: str, body: str, **fields: Any) -> dict[str, Any]:
