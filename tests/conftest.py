@@ -12,6 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
+from app.api.context import EXTENSION
 from app.api.factory import create_app
 from app.api.keys import create_api_key
 from app.core.db import ensure_database, make_engine, migrate
@@ -166,8 +167,10 @@ def clean_state(request: pytest.FixtureRequest, smtp: SmtpStandIn) -> None:
 
 
 @pytest.fixture
-def flask_app(settings: Settings) -> Flask:
-    return create_app(settings)
+def flask_app(settings: Settings) -> Iterator[Flask]:
+    app = create_app(settings)
+    yield app
+    app.extensions[EXTENSION].close()  # its connections, or each test would leave them open
 
 
 @pytest.fixture

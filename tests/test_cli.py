@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import signal
 import subprocess
@@ -173,6 +174,7 @@ def test_dev_runs_everything_and_ctrl_c_stops_it(settings: Settings, tmp_path: P
         env=settings_env(settings, FLOWER_PORT=str(flower_port), EMAIL_PROVIDER="log"),
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # its children too can be killed if it does not stop
     )
     try:
         banner = wait_for(
@@ -213,6 +215,10 @@ def test_dev_runs_everything_and_ctrl_c_stops_it(settings: Settings, tmp_path: P
         tab.close()
     finally:
         dev.send_signal(signal.SIGINT)
-        code = dev.wait(30)
+        try:
+            code = dev.wait(30)
+        finally:
+            if dev.poll() is None:  # a failed stop must not leave a relay and workers behind
+                os.killpg(dev.pid, signal.SIGKILL)
     assert code == 0
     assert "notifications.delivered" in Path(log.name).read_text()

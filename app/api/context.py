@@ -45,6 +45,14 @@ class ApiContext(ProcessContext):
         )
 
 
+    def close(self) -> None:
+        """Stop the writer and close the sockets, then every connection (tests build many apps
+        in one process)."""
+        self.ingest.close()
+        self.hub.shutdown()
+        super().close()
+
+
 def api_context() -> ApiContext:
     """The current Flask app's context."""
     found: ApiContext = current_app.extensions[EXTENSION]

@@ -80,7 +80,7 @@ class AcceptWriter:
         self.engine = engine
         self._on_written = on_written
         self._max_batch = max_batch
-        self._waiting: queue.SimpleQueue[_Waiting] = queue.SimpleQueue()
+        self._waiting: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()  # None: stop
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._connection: Any = None  # the pool's connection proxy, held by the writer thread
@@ -100,15 +100,33 @@ class AcceptWriter:
                 self._thread = threading.Thread(target=self._run, name="accept-writer", daemon=True)
                 self._thread.start()
 
+    def close(self) -> None:
+        """Stop the writer once what is waiting is written, and give its connection back."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._waiting.put(None)
+            thread.join(10)
+
     def _run(self) -> None:
         while True:
-            batch = [self._waiting.get()]
+            first = self._waiting.get()
+            if first is None:
+                break
+            batch = [first]
             while len(batch) < self._max_batch:
                 try:
-                    batch.append(self._waiting.get_nowait())
+                    waiting = self._waiting.get_nowait()
                 except queue.Empty:
                     break
+                if waiting is None:
+                    self._waiting.put(None)  # stop after this batch
+                    break
+                batch.append(waiting)
             self._write(batch)
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     def _write(self, batch: list[_Waiting]) -> None:
         try:
