@@ -60,6 +60,11 @@ def submit() -> Response:
         accepted = ingest.accept(
             api_context().ingest, g.project_id, g.api_key_id, body, idempotency_key, g.request_id
         )
+    except ingest.Refused as refused:
+        # Only this request's rows were refused: its batch mates were written without it.
+        raise ApiError.invalid(
+            [FieldError(field=refused.field, rule=refused.rule, message=refused.reason)]
+        ) from None
     except ingest.IdempotencyConflict:
         raise ApiError(
             409,
