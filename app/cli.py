@@ -72,10 +72,44 @@ def _raise_open_files_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def _json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's own refusals (a bad request line 400, a URI too long 414, headers too large
+    431, ...), written before any app code runs: in the API's JSON error shape, not HTML."""
+    import http
+    import json
+    import re
+
+    from gunicorn.util import write_nonblock
+
+    try:
+        phrase = http.HTTPStatus(status_int).phrase
+    except ValueError:
+        phrase = reason
+    body = json.dumps(
+        {
+            "error": {
+                "code": re.sub(r"[^a-z0-9]+", "_", phrase.lower()).strip("_"),
+                "message": (mesg or reason)[:200],
+                "fields": [],
+            }
+        }
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    write_nonblock(sock, head.encode("latin-1") + body)
+
+
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     _fresh_multiproc_dir()
     _raise_open_files_limit()
+    import gunicorn.util
     from gunicorn.app.base import BaseApplication
+
+    # gunicorn offers no hook for its error page; its workers call util.write_error at each
+    # refusal, so replacing that one function makes every refusal JSON (tests/test_gunicorn_edges).
+    gunicorn.util.write_error = _json_error
 
     class _Gunicorn(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import OperationalError
 
-from app.api.ingest import AcceptWriter
+from app.api.ingest import AcceptWriter, Refused
 from app.api.keys import create_api_key
 from app.core.db import make_engine
 from app.core.settings import Settings
@@ -145,7 +145,7 @@ def test_a_request_the_database_refuses_fails_alone_and_its_batch_mates_are_writ
         time.sleep(0.3)
     for t in first + threads:
         t.join(WAIT)
-    assert isinstance(outcomes[-1], DataError)
+    assert isinstance(outcomes[-1], Refused) and outcomes[-1].field == "body"
     assert all(not isinstance(o, Exception) and o is not None for o in outcomes[:-1])
     with engine.connect() as conn:
         written = conn.scalars(

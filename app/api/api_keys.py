@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, g, request
-from pydantic import ValidationError
 
 from app.api import keys
 from app.api.auth import require_api_key
 from app.api.context import api_context
 from app.api.errors import ApiError
-from app.api.params import path_uuid
-from app.api.schemas import ApiKeyCreate, ApiKeyView, IssuedKeyView
+from app.api.params import parse_body, path_uuid
+from app.api.schemas import ApiKeyCreate, ApiKeyView, IssuedKeyView, RotatedKeyView
 
 blueprint = Blueprint("api_keys", __name__)
 blueprint.before_request(require_api_key)
@@ -30,10 +29,7 @@ def list_keys() -> Response:
 
 @blueprint.post("")
 def create_key() -> Response:
-    try:
-        body = ApiKeyCreate.model_validate_json(request.get_data() or b"{}")
-    except ValidationError as exc:
-        raise ApiError.from_validation(exc) from None
+    body = parse_body(ApiKeyCreate, request.get_data() or b"{}")
     # Keys are made in the caller's own project: no route reaches another project.
     issued = keys.create_api_key(api_context().engine, body.name, body.scopes, g.project_id)
     return _json(IssuedKeyView.from_issued(issued).model_dump_json(by_alias=True), 201)
@@ -60,4 +56,4 @@ def rotate_key(key_id: str) -> Response:
     except keys.UnknownKey:
         raise ApiError(404, "not_found", "No live API key has this id.") from None
     found.key_cache.forget(ident)
-    return _json(IssuedKeyView.from_issued(issued).model_dump_json(by_alias=True), 201)
+    return _json(RotatedKeyView.from_issued(issued, ident).model_dump_json(by_alias=True), 201)

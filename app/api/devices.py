@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, g, request
-from pydantic import ValidationError
 
 from app.api.auth import require_api_key
 from app.api.context import api_context
 from app.api.errors import ApiError
-from app.api.params import json_response, validate
+from app.api.params import json_response, parse_body, validate
 from app.api.schemas import DeviceList, DevicePath, DeviceRegistration, DeviceView, UserPath
 from app.core.db import transaction
 from app.store import devices
@@ -22,10 +21,7 @@ def register(user_id: str) -> Response:
     path = validate(UserPath, {"userId": user_id}, where="path")
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json.")
-    try:
-        body = DeviceRegistration.model_validate_json(request.get_data())
-    except ValidationError as exc:
-        raise ApiError.from_validation(exc) from None
+    body = parse_body(DeviceRegistration, request.get_data())
     with transaction(api_context().engine) as conn:
         registered = devices.register(
             conn,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import FunctionType
 from typing import Any
 
@@ -14,7 +15,7 @@ from flask import Flask, Response, g, request
 
 from app.api import api_keys, devices, health, inbox, notifications, openapi
 from app.api.context import EXTENSION, ApiContext
-from app.api.errors import register_error_handlers
+from app.api.errors import ApiError, error_response, register_error_handlers
 from app.api.live import page, websocket
 from app.api.metrics import init_flask_metrics
 from app.core.logs import bind_log_context, unbind_log_context
@@ -59,7 +60,41 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(inbox.blueprint, url_prefix="/api/v1/users")
     app.register_blueprint(websocket.blueprint)
     app.register_blueprint(page.blueprint)
+    app.wsgi_app = _BoundedBody(app.wsgi_app, settings.api_max_body_bytes)  # type: ignore[method-assign]
     return app
+
+
+class _BoundedBody:
+    """A body without Content-Length (``Transfer-Encoding: chunked``) is read here, up to one
+    byte past the limit: over it is 413; under it, the app gets it with its length. (Werkzeug
+    would cut such a body at MAX_CONTENT_LENGTH without a word, and the cut may parse.)"""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], limit: int) -> None:
+        self._app = app
+        self._limit = limit
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if (
+            environ.get("CONTENT_LENGTH")
+            or "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        ):
+            return self._app(environ, start_response)
+        body = environ["wsgi.input"].read(self._limit + 1)
+        if len(body) > self._limit:
+            too_large = ApiError(
+                413,
+                "request_entity_too_large",
+                f"The request body is larger than {self._limit} bytes.",
+                headers={"Connection": "close"},
+            )
+            return error_response(too_large)(environ, start_response)
+        # Now a body of known length: Werkzeug reads a chunked one only when told it is
+        # terminated, and then up to MAX_CONTENT_LENGTH.
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ.pop("wsgi.input_terminated", None)
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        return self._app(environ, start_response)
 
 
 access_log = logging.getLogger("notifications.access")

@@ -23,8 +23,9 @@ from typing import Any
 
 import orjson
 import psycopg2
+import psycopg2.errors
 from sqlalchemy import Engine
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 
 from app.api.schemas import NotificationCreate
 from app.core.db import transaction
@@ -131,15 +132,15 @@ class AcceptWriter:
     def _write(self, batch: list[_Waiting]) -> None:
         try:
             written = self._write_batch([w.notification for w in batch])
-        except (IntegrityError, DataError) as exc:
+        except Refused as exc:
             if len(batch) == 1:
-                batch[0].finish(error=exc)
+                batch[0].finish(error=exc.naming(batch[0].notification))
                 return
             # One request's rows were refused; write each alone so only that one fails.
             log.warning(
                 "a batch of %d accepts was refused (%s); writing each alone",
                 len(batch),
-                type(exc).__name__,
+                exc.rule,
             )
             for waiting in batch:
                 self._write([waiting])
@@ -154,14 +155,19 @@ class AcceptWriter:
             waiting.finish(written.get(waiting.notification.id))
 
     def _write_batch(self, batch: list[NewNotification]) -> dict[uuid.UUID, datetime]:
-        """write_batch on the writer's connection, with errors as SQLAlchemy raises them (the
-        API's error handlers know those), never showing the batch's contents."""
+        """write_batch on the writer's connection. What the batch's contents caused (a value the
+        encoder or PostgreSQL refuses) is :class:`Refused`; anything else is raised as SQLAlchemy
+        raises it (the API's error handlers know those). Neither shows the batch's contents."""
         try:
             if self._connection is None:
                 self._connection = self.engine.raw_connection()
                 prepare(self._connection.dbapi_connection)
             return write_batch(self._connection.dbapi_connection, batch)
+        except TypeError as exc:  # orjson.JSONEncodeError: e.g. an integer past 64 bits in data
+            raise Refused("", "not_storable", "cannot be encoded as JSON") from exc
         except psycopg2.Error as exc:
+            if isinstance(exc, _REFUSED_BY_POSTGRESQL):
+                raise Refused.of(exc) from exc
             lost = isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError)
             if lost and self._connection is not None:
                 self._connection.invalidate()
@@ -174,6 +180,73 @@ class AcceptWriter:
                 hide_parameters=True,
                 connection_invalidated=lost,
             ) from exc
+
+
+# What a batch's contents can make PostgreSQL refuse: data exceptions (class 22: a value out of
+# range, an escape jsonb cannot store), constraint violations (23) and program limits (54: a
+# value nested too deep). psycopg2 files class 54 under OperationalError, which otherwise means
+# a lost connection, so it is named here before that test.
+_REFUSED_BY_POSTGRESQL = (
+    psycopg2.DataError,
+    psycopg2.IntegrityError,
+    psycopg2.errors.ProgramLimitExceeded,
+)
+
+# The request fields the columns of the accept statement hold; the rest are not the caller's.
+_FIELD_OF_COLUMN = {
+    "recipient_email": "recipientEmail",
+    "recipient_phone": "recipientPhone",
+    "user_id": "userId",
+    "device_tokens": "deviceTokens",
+    "webhook_url": "webhookUrl",
+    "subject": "subject",
+    "body": "body",
+    "html_body": "htmlBody",
+    "data": "data",
+    "send_at": "sendAt",
+    "expires_at": "expiresAt",
+    "idempotency_key": "Idempotency-Key",
+}
+
+
+class Refused(Exception):
+    """The notification's own contents cannot be stored (the schema should have refused them):
+    ``field`` names the request field when it is known, ``rule`` says why."""
+
+    def __init__(self, field: str, rule: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.rule = rule
+        self.reason = reason
+
+    @classmethod
+    def of(cls, exc: psycopg2.Error) -> Refused:
+        diag = exc.diag
+        message = diag.message_primary or type(exc).__name__
+        field = _FIELD_OF_COLUMN.get(diag.column_name or "", "")
+        return cls(field, "not_storable", f"refused by the database: {message}")
+
+    def naming(self, notification: NewNotification) -> Refused:
+        """This refusal, naming the field when PostgreSQL did not: the first one holding what
+        the encoder or PostgreSQL cannot take (U+0000, an integer past 64 bits)."""
+        if self.field:
+            return self
+        for name, field in _FIELD_OF_COLUMN.items():
+            if _unstorable(getattr(notification, name)):
+                return Refused(field, self.rule, self.reason)
+        return self
+
+
+def _unstorable(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return not -(2**63) <= value < 2**64
+    if isinstance(value, dict):
+        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_unstorable(v) for v in value)
+    return False
 
 
 class IdempotencyConflict(Exception):

@@ -6,13 +6,12 @@ import logging
 
 import orjson
 from flask import Blueprint, Response, g, request
-from pydantic import ValidationError
 
 from app.api import ingest
 from app.api.auth import require_api_key
 from app.api.context import api_context
 from app.api.errors import ApiError
-from app.api.params import json_response, path_uuid, query_cursor, validate
+from app.api.params import json_response, parse_body, path_uuid, query_cursor, validate
 from app.api.schemas import (
     CancelResult,
     FieldError,
@@ -43,10 +42,7 @@ blueprint.before_request(require_api_key)
 def submit() -> Response:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json.")
-    try:
-        body = NotificationCreate.model_validate_json(request.get_data())
-    except ValidationError as exc:
-        raise ApiError.from_validation(exc) from None
+    body = parse_body(NotificationCreate, request.get_data())
     problems = missing_recipients(body) + sms_body_too_long(
         body, api_context().settings.sms_max_segments
     )
@@ -64,6 +60,11 @@ def submit() -> Response:
         accepted = ingest.accept(
             api_context().ingest, g.project_id, g.api_key_id, body, idempotency_key, g.request_id
         )
+    except ingest.Refused as refused:
+        # Only this request's rows were refused: its batch mates were written without it.
+        raise ApiError.invalid(
+            [FieldError(field=refused.field, rule=refused.rule, message=refused.reason)]
+        ) from None
     except ingest.IdempotencyConflict:
         raise ApiError(
             409,

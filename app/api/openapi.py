@@ -29,6 +29,7 @@ from app.api.schemas import (
     NotificationCreate,
     NotificationPage,
     NotificationView,
+    RotatedKeyView,
     WsToken,
 )
 
@@ -166,6 +167,7 @@ def document() -> dict[str, Any]:
             (ApiKeyCreate, "validation"),
             (ApiKeyView, "serialization"),
             (IssuedKeyView, "serialization"),
+            (RotatedKeyView, "serialization"),
         ],
         by_alias=True,
         ref_template=_REF,
@@ -251,7 +253,7 @@ def document() -> dict[str, Any]:
                     "summary": "Replace an API key by a new one with the same scopes and webhook"
                     " secret; the old key is revoked",
                     "parameters": [_path_id("key_id")],
-                    "responses": _responses(201, IssuedKeyView, 404, 422),
+                    "responses": _responses(201, RotatedKeyView, 404, 422),
                 }
             },
             "/api/v1/users/{user_id}/devices": {

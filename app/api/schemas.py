@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
     AnyHttpUrl,
@@ -32,11 +34,47 @@ from app.core.domain import (
 )
 from app.core.sms import sms_segments
 
-# No CR or LF: these values end up in email headers.
-HeaderSafeText = Annotated[str, StringConstraints(pattern=r"^[^\r\n]*$")]
-Email = Annotated[
-    str, StringConstraints(max_length=254, pattern=r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
-]
+# C0 (tab included), DEL, C1 and the Unicode line and paragraph separators: a mail library may
+# fold, refuse or pass any of them raw into a header, so values that become headers refuse them.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _no_control_characters(value: str) -> str:
+    if _CONTROL_CHARACTERS.search(value):
+        raise PydanticCustomError(
+            "control_character",
+            "must not contain control characters (C0, C1, DEL, U+2028, U+2029)",
+        )
+    return value
+
+
+def _plain_address(value: str) -> str:
+    """``local@domain`` and nothing a mail server would rewrite: no display name, group, comment,
+    quoted local part, encoded word or domain literal. Parsed by email-validator; an
+    internationalised domain or local part is accepted here and sent as IDNA or over SMTPUTF8."""
+    _no_control_characters(value)
+    try:
+        validate_email(
+            value,
+            check_deliverability=False,
+            allow_quoted_local=False,
+            allow_domain_literal=False,
+            allow_display_name=False,
+            allow_empty_local=False,
+        )
+    except EmailNotValidError as exc:
+        raise PydanticCustomError(
+            "email", "not a plain address: {reason}", {"reason": str(exc)}
+        ) from None
+    if "=?" in value.rpartition("@")[0]:
+        raise PydanticCustomError(
+            "email", "not a plain address: an encoded word (=?...?=) is not an address"
+        )
+    return value
+
+
+HeaderSafeText = Annotated[str, AfterValidator(_no_control_characters)]
+Email = Annotated[str, StringConstraints(max_length=254), AfterValidator(_plain_address)]
 E164Phone = Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{6,14}$")]
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\w.:@-]+$")]
 # Printable ASCII without spaces: what FCM registration tokens and APNs hex tokens are made of.
@@ -94,6 +132,28 @@ def _holds_nul(value: Any) -> bool:
     return False
 
 
+# How deep ``data`` may nest (``data`` itself is level 1), and the integers it may hold: what
+# every consumer of a webhook or template reads exactly (PostgreSQL's jsonb keeps more).
+MAX_DATA_DEPTH = 32
+_INT64 = range(-(2**63), 2**63)
+
+
+def _storable_json(value: Any, depth: int = 1) -> None:
+    if isinstance(value, dict | list):
+        if depth > MAX_DATA_DEPTH:
+            raise PydanticCustomError(
+                "json_too_deep", "nested deeper than {limit} levels", {"limit": MAX_DATA_DEPTH}
+            )
+        for item in value.values() if isinstance(value, dict) else value:
+            _storable_json(item, depth + 1)
+    elif isinstance(value, bool):
+        return
+    elif isinstance(value, int) and value not in _INT64:
+        raise PydanticCustomError("number_out_of_range", "integers must fit in 64 bits (signed)")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise PydanticCustomError("number_out_of_range", "numbers must be finite")
+
+
 class NotificationCreate(_Camel):
     type: NotificationType = NotificationType.TRANSACTIONAL
     priority: Priority = Priority.NORMAL
@@ -118,6 +178,14 @@ class NotificationCreate(_Camel):
         if len(set(channels)) != len(channels):
             raise ValueError("each channel may appear only once")
         return channels
+
+    @field_validator("data")
+    @classmethod
+    def _data_storable(cls, data: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Refused here and named, rather than by the database or the encoder of the batch.
+        if data is not None:
+            _storable_json(data)
+        return data
 
     @field_validator("webhook_url")
     @classmethod
@@ -400,6 +468,33 @@ class ApiKeyView(_Camel):
     created_at: datetime
     revoked_at: datetime | None
     rotated_from: uuid.UUID | None
+
+
+class RotatedKeyView(_Camel):
+    """A rotated key's replacement. Its webhook secret is the old key's, shown only when that
+    key was issued: a stolen admin key cannot read it back by rotating."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, serialize_by_alias=True, validate_by_name=True
+    )
+
+    id: uuid.UUID
+    project_id: str
+    name: str
+    key: str
+    scopes: list[Scope]
+    rotated_from: uuid.UUID
+
+    @classmethod
+    def from_issued(cls, issued: Any, rotated_from: uuid.UUID) -> RotatedKeyView:
+        return cls(
+            id=issued.id,
+            project_id=issued.project_id,
+            name=issued.name,
+            key=issued.key,
+            scopes=list(issued.scopes),
+            rotated_from=rotated_from,
+        )
 
 
 class IssuedKeyView(_Camel):

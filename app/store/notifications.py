@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -139,6 +139,12 @@ def decode_cursor(raw: str) -> tuple[datetime, uuid.UUID]:
     when = datetime.fromisoformat(created)
     if when.tzinfo is None:
         raise ValueError("not a cursor")
+    # In UTC, as issued: an offset PostgreSQL cannot take (it stops at ±15:59) or a moment
+    # outside the calendar in UTC is no position of ours.
+    try:
+        when = when.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("not a cursor") from None
     return when, uuid.UUID(ident)
 
 

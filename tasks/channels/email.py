@@ -10,16 +10,24 @@ Outcome classification (also in the README):
 | other 5xx reply                                | permanent         | ``smtp_5xx``      |
 | AUTH refused (535)                             | retryable         | ``smtp_auth``     |
 | connect refused, timeout, disconnect, TLS error| retryable         | ``smtp_connection`` |
+| non-ASCII local part, no SMTPUTF8 offered      | permanent         | ``smtp_no_smtputf8`` |
+| an address email-validator refuses             | permanent         | ``smtp_invalid_address`` |
+
+An internationalised domain is sent as IDNA (``xn--``), so only a non-ASCII local part needs
+SMTPUTF8. Addresses in SMTP replies are redacted before a reason is stored.
 """
 
 from __future__ import annotations
 
+import re
 import smtplib
 import ssl
 from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Self
+
+from email_validator import EmailNotValidError, validate_email
 
 from app.core.process import ProcessContext
 from app.core.settings import Settings
@@ -28,9 +36,18 @@ from tasks.channels.base import InvalidRecipient, Message, Outcome, Permanent, R
 _DEAD_MAILBOX_CODES = {550, 551, 553}
 
 
+# Anything shaped like an address: replies often quote the recipient ("<ana@example.com>:
+# mailbox unavailable"), and a stored error is shown to every reader of the delivery.
+_ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;:]+")
+
+
+def redact_addresses(text: str) -> str:
+    return _ADDRESS.sub("<address>", text)
+
+
 def _reply_outcome(code: int, reply: bytes | str, *, at_rcpt: bool) -> Outcome:
     text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
-    reason = f"SMTP {code} {text}".strip()
+    reason = redact_addresses(f"SMTP {code} {text}".strip())
     if 400 <= code < 500:
         return Retryable("smtp_4xx", reason)
     if at_rcpt and code in _DEAD_MAILBOX_CODES:
@@ -57,7 +74,9 @@ class SmtpEmailProvider:
             failure: Outcome = Retryable("smtp_auth", f"SMTP AUTH refused: {exc.smtp_code}")
             outcomes.extend([failure] * (len(messages) - len(outcomes)))
         except (OSError, smtplib.SMTPException) as exc:
-            failure = Retryable("smtp_connection", f"SMTP connection failed: {exc!r}"[:500])
+            failure = Retryable(
+                "smtp_connection", redact_addresses(f"SMTP connection failed: {exc!r}")[:500]
+            )
             outcomes.extend([failure] * (len(messages) - len(outcomes)))
         return outcomes
 
@@ -83,7 +102,18 @@ class SmtpEmailProvider:
         return smtp
 
     def _send_one(self, smtp: smtplib.SMTP, message: Message) -> Outcome:
-        email = self.build(message)
+        address = wire_address(message.recipient_email or "")
+        if address is None:
+            return Permanent("smtp_invalid_address", "the recipient is not a plain address")
+        if not address.isascii():
+            smtp.ehlo_or_helo_if_needed()
+            if not smtp.has_extn("smtputf8"):
+                return Permanent(
+                    "smtp_no_smtputf8",
+                    "the recipient's local part is not ASCII and the SMTP server does not"
+                    " offer SMTPUTF8",
+                )
+        email = self.build(message, address)
         try:
             smtp.send_message(email)
         except smtplib.SMTPRecipientsRefused as exc:
@@ -94,10 +124,10 @@ class SmtpEmailProvider:
             return _reply_outcome(exc.smtp_code, exc.smtp_error, at_rcpt=False)
         return Sent(provider_message_id=email["Message-ID"])
 
-    def build(self, message: Message) -> EmailMessage:
+    def build(self, message: Message, address: str | None = None) -> EmailMessage:
         email = EmailMessage()
         email["From"] = self._settings.smtp_from
-        email["To"] = message.recipient_email
+        email["To"] = address or wire_address(message.recipient_email or "") or ""
         email["Subject"] = message.subject or ""
         email["Date"] = formatdate(localtime=False, usegmt=True)
         # Stable across retries, so a receiver that got an attempt we recorded as failed can
@@ -108,6 +138,23 @@ class SmtpEmailProvider:
         if message.html_body:
             email.add_alternative(message.html_body, subtype="html")
         return email
+
+
+def wire_address(recipient: str) -> str | None:
+    """The address as it goes on the wire: the domain as IDNA (``xn--``), so only a non-ASCII
+    local part needs SMTPUTF8; None for what is not a plain address (the API refuses those,
+    but rows accepted before it did may remain)."""
+    try:
+        parsed = validate_email(
+            recipient,
+            check_deliverability=False,
+            allow_quoted_local=False,
+            allow_domain_literal=False,
+            allow_display_name=False,
+        )
+    except EmailNotValidError:
+        return None
+    return f"{parsed.local_part}@{parsed.ascii_domain}"
 
 
 def _reset(smtp: smtplib.SMTP) -> None:

@@ -23,16 +23,16 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Instance metadata and host services reachable from inside cloud VMs and containers. Most are
-# link-local or private and refused anyway; named here so an allow-list of, say, 169.254.0.0/16
-# or 100.64.0.0/10 can never open them.
-METADATA_ADDRESSES = frozenset(
-    ipaddress.ip_address(a)
-    for a in (
-        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean, Oracle
-        "169.254.170.2",  # AWS ECS task metadata
-        "fd00:ec2::254",  # AWS IMDS over IPv6
-        "100.100.100.200",  # Alibaba Cloud
-        "168.63.129.16",  # Azure WireServer (a public address, only meaningful inside Azure)
+# link-local or private and refused anyway; they are refused before WEBHOOK_ALLOWED_NETWORKS is
+# consulted, so an allow-list of, say, 169.254.0.0/16 or 100.64.0.0/10 can never open them.
+METADATA_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "169.254.169.0/24",  # AWS, GCP, Azure, OpenStack, DigitalOcean, Oracle (.254), AWS DNS, NTP
+        "169.254.170.0/24",  # AWS ECS task metadata (.2) and EKS pod identity (.23)
+        "fd00:ec2::/64",  # AWS IMDS, DNS and NTP over IPv6
+        "100.100.100.200/32",  # Alibaba Cloud
+        "168.63.129.16/32",  # Azure WireServer (a public address, only meaningful inside Azure)
     )
 )
 DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
@@ -51,10 +51,19 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address
     return [a for a in found if a is not None]
 
 
+def is_metadata(address: IPAddress) -> bool:
+    """A cloud metadata address, directly or wrapped in IPv6 (mapping, 6to4, Teredo, NAT64)."""
+    if any(address in network for network in METADATA_NETWORKS):
+        return True
+    return isinstance(address, ipaddress.IPv6Address) and any(
+        is_metadata(v4) for v4 in _embedded_ipv4(address)
+    )
+
+
 def is_forbidden(address: IPAddress) -> bool:
     """Loopback, private, link-local, multicast, reserved, unspecified, shared (CGNAT) and
     metadata addresses, including IPv4 ones wrapped in IPv6."""
-    if address in METADATA_ADDRESSES:
+    if is_metadata(address):
         return True
     if isinstance(address, ipaddress.IPv6Address) and any(
         is_forbidden(v4) for v4 in _embedded_ipv4(address)
@@ -72,7 +81,10 @@ def is_forbidden(address: IPAddress) -> bool:
 
 
 def is_permitted(address: IPAddress, allowed: Iterable[IPNetwork]) -> bool:
-    """Whether a webhook may connect to ``address``: public, or inside an allowed network."""
+    """Whether a webhook may connect to ``address``: public, or inside an allowed network; never
+    a metadata address, whatever is allowed."""
+    if is_metadata(address):
+        return False
     if any(address in network for network in allowed):
         return True
     return not is_forbidden(address)

@@ -1,7 +1,8 @@
 """An SMTP server (aiosmtpd) that records what it receives and answers as a test scripts it.
 
-Plain by default; it can also offer STARTTLS, speak implicit TLS (SMTPS) and require AUTH
-(PLAIN, LOGIN) with one user and password. ``Tls.create`` makes its certificate.
+Plain by default; it can also offer STARTTLS, speak implicit TLS (SMTPS), require AUTH
+(PLAIN, LOGIN) with one user and password, and offer SMTPUTF8 (RFC 6531: non-ASCII addresses).
+``Tls.create`` makes its certificate.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Received:
     tls: str | None = None  # "STARTTLS" or "SMTPS" when the message came over TLS
     user: str | None = None  # the AUTH user the session authenticated as
     peer: tuple[Any, ...] | None = None  # the client's address: one per connection
+    mail_options: tuple[str, ...] = ()  # MAIL FROM's parameters, e.g. SMTPUTF8
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,9 @@ class SmtpStandIn:
 
     ``starttls``: offer STARTTLS with this certificate; ``smtps``: speak TLS from the first byte
     (implicit TLS); ``credentials``: require AUTH with this (user, password), by the
-    ``mechanisms`` offered. (No attribute of this handler may be named ``auth_*``: aiosmtpd
+    ``mechanisms`` offered; ``smtputf8``: offer SMTPUTF8 in its EHLO answer.
+    ``quote_addresses``: refusals of RCPT TO quote the address, as many servers' do.
+    (No attribute of this handler may be named ``auth_*``: aiosmtpd
     would offer it as an AUTH mechanism.)"""
 
     def __init__(
@@ -100,6 +104,7 @@ class SmtpStandIn:
         smtps: Tls | None = None,
         credentials: tuple[str, str] | None = None,
         mechanisms: Iterable[str] = ("PLAIN", "LOGIN"),
+        smtputf8: bool = False,
     ) -> None:
         self.received: list[Received] = []
         self.rcpt_attempts: Counter[str] = Counter()
@@ -107,6 +112,7 @@ class SmtpStandIn:
         self._plans: dict[tuple[str, str], deque[int]] = {}
         self._lock = threading.Lock()
         self.failure_rate = 0.0
+        self.quote_addresses = False
         self.stall_seconds: float = STALL_SECONDS
         self._rng = random.Random()
         self._credentials = credentials
@@ -123,6 +129,7 @@ class SmtpStandIn:
             # aiosmtpd's own check would also refuse AUTH over implicit TLS, which it misses.
             auth_require_tls=False,
             auth_exclude_mechanism={"PLAIN", "LOGIN"} - set(mechanisms),
+            enable_SMTPUTF8=smtputf8,
         )
 
     def start(self) -> SmtpStandIn:
@@ -139,6 +146,7 @@ class SmtpStandIn:
             self.rcpt_attempts.clear()
             self.logins.clear()
             self._plans.clear()
+            self.quote_addresses = False
 
     def plan(self, address: str, *codes: int, at: str = "RCPT") -> None:
         """Answer the next commands ``at`` one stage for ``address`` with these codes in turn,
@@ -202,7 +210,7 @@ class SmtpStandIn:
             await asyncio.sleep(self.stall_seconds)
             return _REPLIES[451]
         if code != 250:
-            return _reply(code)
+            return f"{_reply(code)} <{address}>" if self.quote_addresses else _reply(code)
         envelope.rcpt_tos.append(address)
         return _REPLIES[250]
 
@@ -220,6 +228,7 @@ class SmtpStandIn:
             tls=_tls_of(server),
             user=session.auth_data if session.authenticated else None,
             peer=session.peer,
+            mail_options=tuple(envelope.mail_options),
         )
         with self._lock:
             self.received.append(received)
