@@ -44,7 +44,6 @@ class ApiContext(ProcessContext):
             ),
         )
 
-
     def close(self) -> None:
         """Stop the writer and close the sockets, then every connection (tests build many apps
         in one process)."""
