@@ -45,8 +45,9 @@ def make_engine(
     statement_timeout_ms: int | None = None,
 ) -> Engine:
     """An engine whose every connection has the settings' deadlines: ``connect_timeout``, and
-    ``statement_timeout`` (``statement_timeout_ms`` if given), ``lock_timeout`` and
-    ``idle_in_transaction_session_timeout`` set at start-up, so no statement pays a SET."""
+    ``statement_timeout`` (``statement_timeout_ms`` if given; 0 = none, for administrative
+    work), ``lock_timeout`` and ``idle_in_transaction_session_timeout`` set at start-up, so no
+    statement pays a SET."""
     install_deadlines()
     url = sqlalchemy_url(settings.database_url)
     statement = (
