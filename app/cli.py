@@ -131,11 +131,11 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
         def load(self):  # type: ignore[no-untyped-def]
             # In the worker, after gevent patched the standard library. The app is imported
             # only here, so that no class of it was made from an unpatched threading.Thread.
-            from psycogreen.gevent import patch_psycopg
-
+            # psycopg2 waits for PostgreSQL through app/core/db.py's wait callback, whose
+            # select.poll gevent has patched: other requests run meanwhile, and it keeps the
+            # connect and statement deadlines that psycogreen's callback did not.
             from app.api.factory import create_app
 
-            patch_psycopg()  # psycopg2 waits for PostgreSQL through gevent, not by blocking
             return create_app(settings)
 
     def _child_exit(_server: object, worker: Any) -> None:

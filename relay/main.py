@@ -70,7 +70,14 @@ def export_gauges(engine: Engine, broker: redis.Redis) -> None:
 def run(settings: Settings, stop: threading.Event) -> None:
     """Relay until ``stop`` is set; the batch in hand is always finished first."""
 
-    process = ProcessContext.connect(settings, pool_size=2, redis_timeout_seconds=5.0)
+    # Claims under load, sweeps, retention batches and the outbox VACUUM may legitimately run
+    # longer than an API statement: the relay has a statement deadline of its own.
+    process = ProcessContext.connect(
+        settings,
+        pool_size=2,
+        redis_timeout_seconds=5.0,
+        statement_timeout_ms=settings.relay_statement_timeout_ms,
+    )
     engine = process.engine
     publisher = TaskPublisher(make_celery(settings), process.redis)
     listener = WakeListener(settings.redis_url)

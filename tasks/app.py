@@ -14,6 +14,8 @@ from app.core.routing import PRIORITY_SEP, PRIORITY_STEPS
 from app.core.settings import Settings
 
 SETTINGS_KEY = "notification_settings"
+BROKER_CONNECT_TIMEOUT_SECONDS = 2.0
+BROKER_SOCKET_TIMEOUT_SECONDS = 5.0
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -39,7 +41,13 @@ def make_celery(settings: Settings) -> Celery:
             "sep": PRIORITY_SEP,
             "queue_order_strategy": "priority",
             "visibility_timeout": settings.broker_visibility_timeout_seconds,
+            # A hung Redis fails a worker's broker call instead of blocking it: kombu's own
+            # BRPOP waits a second at a time, well inside the read deadline.
+            "socket_connect_timeout": BROKER_CONNECT_TIMEOUT_SECONDS,
+            "socket_timeout": BROKER_SOCKET_TIMEOUT_SECONDS,
+            "socket_keepalive": True,
         },
+        broker_connection_timeout=BROKER_CONNECT_TIMEOUT_SECONDS,
         broker_connection_retry_on_startup=True,
         # Task events only while someone watches: Flower switches them on in every worker
         # (enable_events, repeated every 5 s) and a worker then reports each task. Sent always,

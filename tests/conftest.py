@@ -144,7 +144,11 @@ def apns(apns_server: ApnsStandIn) -> ApnsStandIn:
 
 @pytest.fixture(scope="session")
 def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(Settings(database_url=database_url))
+    # The tests' own engine does administrative work (TRUNCATE between tests, DROP DATABASE)
+    # on a shared, busy machine: no statement or lock deadline, unlike the service's engines.
+    engine = make_engine(
+        Settings(database_url=database_url, database_lock_timeout_ms=0), statement_timeout_ms=0
+    )
     yield engine
     engine.dispose()
 

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -33,7 +34,10 @@ def key_id(engine: Engine) -> uuid.UUID:
 
 @pytest.fixture
 def writer(base_settings: Settings) -> Iterator[AcceptWriter]:
-    ingest_engine = make_engine(base_settings, pool_size=2, pre_ping=False, autocommit=True)
+    # No lock deadline: the tests hold the writer's statement on a lock for as long as they
+    # need, however slow the machine.
+    unlocked = replace(base_settings, database_lock_timeout_ms=0)
+    ingest_engine = make_engine(unlocked, pool_size=2, pre_ping=False, autocommit=True)
     yield AcceptWriter(ingest_engine)
     ingest_engine.dispose()
 

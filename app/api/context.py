@@ -10,7 +10,8 @@ from app.api.ingest import AcceptWriter
 from app.api.keys import KeyCache
 from app.api.live.hub import Hub
 from app.api.ratelimit import RateLimiter
-from app.core.process import ProcessContext
+from app.core.db import ANSWER_GRACE_SECONDS
+from app.core.process import ProcessContext, redis_client
 from app.core.settings import Settings
 from app.core.wake import Waker
 
@@ -33,9 +34,17 @@ class ApiContext(ProcessContext):
         return cls.extend(
             process,
             key_cache=KeyCache(settings.api_key_cache_seconds),
-            ingest=AcceptWriter(process.statements, on_written=Waker(process.redis).wake),
+            ingest=AcceptWriter(
+                process.statements,
+                on_written=Waker(process.redis).wake,
+                # As long as a statement on a pooled connection may take to fail, so a request
+                # is answered within the same deadline whether it waits here or not.
+                answer_within=settings.database_statement_timeout_ms / 1000 + ANSWER_GRACE_SECONDS,
+            ),
             rate_limiter=RateLimiter(
-                process.redis, settings.rate_limit_per_second, settings.rate_limit_burst
+                redis_client(settings, settings.rate_limit_timeout_ms / 1000, retries=0),
+                settings.rate_limit_per_second,
+                settings.rate_limit_burst,
             ),
             hub=Hub(
                 settings.redis_url,

@@ -10,6 +10,7 @@ from typing import Any
 from flask import Flask, Response
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from app.api.schemas import ErrorBody, ErrorDetail, FieldError
@@ -87,10 +88,13 @@ def register_error_handlers(app: Flask) -> None:
         return response
 
     @app.errorhandler(OperationalError)
-    def _database_unavailable(error: OperationalError) -> Response:
+    @app.errorhandler(PoolTimeout)
+    def _database_unavailable(error: OperationalError | PoolTimeout) -> Response:
         # Not the caller's fault and nothing was accepted: tell them to retry (with their
-        # Idempotency-Key), rather than a bare 500.
-        log.warning("database unavailable: %s", type(error.orig).__name__)
+        # Idempotency-Key), rather than a bare 500. A pool with no connection free within the
+        # connect deadline is an unavailable database too (every connection of it is stuck).
+        cause = getattr(error, "orig", error)  # the driver's message: no SQL, no parameters
+        log.warning("database unavailable: %s: %s", type(cause).__name__, str(cause).strip())
         return error_response(
             ApiError(
                 503,

@@ -27,6 +27,7 @@ import psycopg2.errors
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
+from app.api.errors import ApiError
 from app.api.schemas import NotificationCreate
 from app.core.db import transaction
 from app.store import notifications
@@ -37,18 +38,32 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 200
 
 
+# Guards each waiting request's hand-over between the request and the writer (held for an
+# attribute's change only).
+_HAND_OVER = threading.Lock()
+
+
 class _Waiting:
     """One request's notification and, once written, its outcome. The request thread blocks on
     a lock the writer releases: the cheapest hand-off between two threads."""
 
-    __slots__ = ("_done", "created_at", "error", "notification")
+    __slots__ = ("_done", "created_at", "error", "notification", "state")
 
     def __init__(self, notification: NewNotification) -> None:
         self.notification = notification
         self.created_at: datetime | None = None
         self.error: BaseException | None = None
+        self.state = "waiting"  # then "taken" by the writer, or "abandoned" by the request
         self._done = threading.Lock()
         self._done.acquire()
+
+    def take(self) -> bool:
+        """The writer's claim: False if the request gave up first (it is then not written)."""
+        with _HAND_OVER:
+            if self.state == "abandoned":
+                return False
+            self.state = "taken"
+            return True
 
     def finish(
         self, created_at: datetime | None = None, error: BaseException | None = None
@@ -56,8 +71,29 @@ class _Waiting:
         self.created_at, self.error = created_at, error
         self._done.release()
 
-    def wait(self) -> datetime | None:
-        self._done.acquire()
+    def wait(self, timeout: float) -> datetime | None:
+        """The outcome, or a 503 after ``timeout``: one that says nothing was written if the
+        writer had not taken the notification yet, and that it may have been if it had."""
+        if not self._done.acquire(timeout=timeout):
+            with _HAND_OVER:
+                taken = self.state == "taken"
+                if not taken:
+                    self.state = "abandoned"
+            if not taken:
+                raise ApiError(
+                    503,
+                    "database_unavailable",
+                    "The database did not answer in time; nothing was written. Retry shortly.",
+                    headers={"Retry-After": "2"},
+                )
+            if not self._done.acquire(blocking=False):
+                raise ApiError(
+                    503,
+                    "database_unavailable",
+                    "The database did not answer in time; the notification may have been"
+                    " written. Retry with the same Idempotency-Key.",
+                    headers={"Retry-After": "2"},
+                )
         if self.error is not None:
             raise self.error
         return self.created_at
@@ -77,8 +113,12 @@ class AcceptWriter:
         engine: Engine,
         on_written: Callable[[], None] = lambda: None,
         max_batch: int = MAX_BATCH,
+        answer_within: float = 4.0,
     ) -> None:
+        """A request waits at most ``answer_within`` seconds for its notification's outcome
+        (queued behind other batches, or behind a hung connection), then answers 503."""
         self.engine = engine
+        self._answer_within = answer_within
         self._on_written = on_written
         self._max_batch = max_batch
         self._waiting: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()  # None: stop
@@ -93,7 +133,7 @@ class AcceptWriter:
             self._start()
         waiting = _Waiting(notification)
         self._waiting.put(waiting)
-        return waiting.wait()
+        return waiting.wait(self._answer_within)
 
     def _start(self) -> None:
         with self._lock:
@@ -114,7 +154,7 @@ class AcceptWriter:
             first = self._waiting.get()
             if first is None:
                 break
-            batch = [first]
+            batch = [first] if first.take() else []
             while len(batch) < self._max_batch:
                 try:
                     waiting = self._waiting.get_nowait()
@@ -123,8 +163,10 @@ class AcceptWriter:
                 if waiting is None:
                     self._waiting.put(None)  # stop after this batch
                     break
-                batch.append(waiting)
-            self._write(batch)
+                if waiting.take():
+                    batch.append(waiting)
+            if batch:
+                self._write(batch)
         if self._connection is not None:
             self._connection.close()
             self._connection = None

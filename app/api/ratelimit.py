@@ -7,7 +7,10 @@ Redis is asked about once per lease instead of once per request. Leases fetched 
 moment by concurrent requests add up; what is unused a second after the last fetch is dropped,
 so a key's tokens are spent within a second of leaving the bucket. If Redis
 cannot be reached the request is let through: an outage of the limiter must not become an
-outage of the API.
+outage of the API. Nor a slowdown: the limiter's Redis client has a deadline of its own
+(``RATE_LIMIT_TIMEOUT_MS``, no retries), and after a failure Redis is left alone for
+``BREAK_SECONDS``, so a hung Redis costs one request in that time the deadline, and the others
+nothing.
 """
 
 from __future__ import annotations
@@ -45,16 +48,21 @@ return {granted, tostring(tokens)}
 
 
 LEASE_SECONDS = 1.0
+# After Redis failed the limiter, requests pass unchecked this long before Redis is asked again.
+BREAK_SECONDS = 2.0
 
 
 class RateLimiter:
     def __init__(self, client: redis.Redis, per_second: float, burst: int) -> None:
+        """``client`` should fail fast (a short socket timeout and no retries): each request
+        that asks Redis waits for it."""
         self._take = client.register_script(_TAKE)
         self.per_second = per_second
         self.burst = burst
         self.lease_size = max(1, min(50, burst // 20))
         self._leases: dict[uuid.UUID, tuple[int, float]] = {}
         self._lock = threading.Lock()
+        self._broken_until = 0.0
 
     def check(self, key_id: uuid.UUID) -> None:
         """Take a token for this key, or raise a 429 saying when to come back."""
@@ -65,12 +73,19 @@ class RateLimiter:
             if left > 0 and until > time.monotonic():
                 self._leases[key_id] = (left - 1, until)
                 return
+        if self._broken_until > time.monotonic():
+            return
         try:
             granted, tokens = self._take(
                 keys=[f"ratelimit:{key_id}"], args=[self.per_second, self.burst, self.lease_size]
             )
         except redis.RedisError as exc:
-            log.warning("rate limiter unavailable (%s); request let through", type(exc).__name__)
+            self._broken_until = time.monotonic() + BREAK_SECONDS
+            log.warning(
+                "rate limiter unavailable (%s); requests let through for %gs",
+                type(exc).__name__,
+                BREAK_SECONDS,
+            )
             return
         if int(granted) >= 1:
             with self._lock:

@@ -7,11 +7,17 @@ transaction; their caller (a blueprint, the task, the relay loop) owns the unit 
 
 from __future__ import annotations
 
+import re
+import select
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from importlib import resources
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import psycopg2
+import psycopg2.extensions
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
@@ -25,17 +31,122 @@ def sqlalchemy_url(database_url: str) -> URL:
     return make_url(database_url).set(drivername="postgresql+psycopg2")
 
 
+# How long past its statement_timeout a silent server is waited for: a live server cancels
+# the statement itself first, with a clearer error than a dropped connection.
+ANSWER_GRACE_SECONDS = 1.0
+
+
 def make_engine(
-    settings: Settings, *, pool_size: int = 5, pre_ping: bool = True, autocommit: bool = False
+    settings: Settings,
+    *,
+    pool_size: int = 5,
+    pre_ping: bool = True,
+    autocommit: bool = False,
+    statement_timeout_ms: int | None = None,
 ) -> Engine:
+    """An engine whose every connection has the settings' deadlines: ``connect_timeout``, and
+    ``statement_timeout`` (``statement_timeout_ms`` if given; 0 = none, for administrative
+    work), ``lock_timeout`` and ``idle_in_transaction_session_timeout`` set at start-up, so no
+    statement pays a SET."""
+    install_deadlines()
+    url = sqlalchemy_url(settings.database_url)
+    statement = (
+        settings.database_statement_timeout_ms
+        if statement_timeout_ms is None
+        else statement_timeout_ms
+    )
+    deadlines = (
+        f"-c statement_timeout={statement}"
+        f" -c lock_timeout={settings.database_lock_timeout_ms}"
+        " -c idle_in_transaction_session_timeout="
+        f"{settings.database_idle_in_transaction_timeout_ms}"
+    )
+    given = url.query.get("options")
+    options = (
+        f"{given if isinstance(given, str) else ' '.join(given)} {deadlines}"
+        if given
+        else deadlines
+    )
     return create_engine(
-        sqlalchemy_url(settings.database_url),
+        url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=pre_ping,
-        connect_args={"connect_timeout": 5, "application_name": "notification-service"},
+        # Waiting for a pooled connection is bounded like making one: with PostgreSQL hung,
+        # every connection of the pool is stuck and the requests behind them must not queue.
+        pool_timeout=settings.database_connect_timeout_seconds,
+        connect_args={
+            "connect_timeout": settings.database_connect_timeout_seconds,
+            "application_name": "notification-service",
+            "options": options,
+        },
         **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
     )
+
+
+def install_deadlines() -> None:
+    """Make psycopg2 wait for PostgreSQL through ``wait_for_server`` in this process.
+
+    libpq's own waits know no deadline once a connection is up (a server that accepted a
+    statement and hangs is waited for forever), and none at all for a connection opened
+    asynchronously, which is how a wait callback (gevent's, in the API) opens them. Through
+    gevent's patched ``select`` the same callback lets other greenlets run while it waits.
+    """
+    if psycopg2.extensions.get_wait_callback() is not wait_for_server:
+        psycopg2.extensions.set_wait_callback(wait_for_server)
+
+
+_STATEMENT_TIMEOUT = re.compile(r"statement_timeout\s*=\s*(\d+)")
+
+
+@lru_cache(maxsize=64)
+def _deadlines(dsn: str) -> tuple[float | None, float | None]:
+    """(seconds to connect, seconds to answer a statement) that ``dsn`` asks for, None = no
+    limit: a connection made without our options (Alembic's) keeps libpq's defaults."""
+    params = psycopg2.extensions.parse_dsn(dsn)
+    connect = int(params.get("connect_timeout") or 0)
+    found = _STATEMENT_TIMEOUT.findall(params.get("options", ""))
+    statement = int(found[-1]) if found else 0
+    return (
+        max(connect, 2) if connect else None,  # as libpq reads it: 1 means 2
+        statement / 1000 + ANSWER_GRACE_SECONDS if statement else None,
+    )
+
+
+def wait_for_server(conn: Any) -> None:
+    """psycopg2's wait callback: poll ``conn`` until PostgreSQL answered, or raise
+    OperationalError once its deadline passed (psycopg2 then closes the connection, so the
+    pool discards it). Connecting may take ``connect_timeout``; a statement its
+    ``statement_timeout`` and ``ANSWER_GRACE_SECONDS``."""
+    connect, statement = _deadlines(conn.dsn)
+    connecting = conn.status == psycopg2.extensions.STATUS_SETUP
+    limit = connect if connecting else statement
+    deadline = None if limit is None else time.monotonic() + limit
+    watched = (-1, 0)
+    poller = select.poll()
+    while True:
+        state = conn.poll()
+        if state == psycopg2.extensions.POLL_OK:
+            return
+        events = select.POLLIN if state == psycopg2.extensions.POLL_READ else select.POLLOUT
+        if (fd := conn.fileno()) != watched[0] or events != watched[1]:
+            if fd != watched[0]:
+                # libpq tried the next host of a multi-host URL on a new socket: like libpq,
+                # give each host the whole connect_timeout.
+                poller = select.poll()
+                if deadline is not None and limit is not None and watched[0] != -1:
+                    deadline = time.monotonic() + limit
+            poller.register(fd, events)
+            watched = (fd, events)
+        if deadline is None:
+            poller.poll()
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or (not poller.poll(remaining * 1000) and time.monotonic() >= deadline):
+            what = "connection" if connecting else "statement"
+            raise psycopg2.OperationalError(
+                f"PostgreSQL did not answer the {what} within {limit:g}s"
+            )
 
 
 @contextmanager

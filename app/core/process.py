@@ -9,10 +9,26 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Self
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import Engine
 
 from app.core.db import make_engine
 from app.core.settings import Settings
+
+
+def redis_client(
+    settings: Settings, timeout_seconds: float, *, retries: int | None = None
+) -> redis.Redis:
+    """A client of the settings' Redis whose every connect and command gives up after
+    ``timeout_seconds``; ``retries=0`` also turns off redis-py's retries, for callers that must
+    not wait on a hung Redis more than once."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=timeout_seconds,
+        socket_connect_timeout=timeout_seconds,
+        **({} if retries is None else {"retry": Retry(NoBackoff(), retries)}),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,19 +50,27 @@ class ProcessContext:
         pre_ping: bool = False,
         statements_pool_size: int = 1,
         redis_timeout_seconds: float = 2.0,
+        statement_timeout_ms: int | None = None,
     ) -> ProcessContext:
-        """Connections are opened on first use, so building a context costs nothing."""
+        """Connections are opened on first use, so building a context costs nothing. Every
+        connection has the settings' deadlines (``statement_timeout_ms`` for a process whose
+        statements may run long, see make_engine)."""
         return ProcessContext(
             settings=settings,
-            engine=make_engine(settings, pool_size=pool_size, pre_ping=pre_ping),
+            engine=make_engine(
+                settings,
+                pool_size=pool_size,
+                pre_ping=pre_ping,
+                statement_timeout_ms=statement_timeout_ms,
+            ),
             statements=make_engine(
-                settings, pool_size=statements_pool_size, pre_ping=False, autocommit=True
+                settings,
+                pool_size=statements_pool_size,
+                pre_ping=False,
+                autocommit=True,
+                statement_timeout_ms=statement_timeout_ms,
             ),
-            redis=redis.Redis.from_url(
-                settings.redis_url,
-                socket_timeout=redis_timeout_seconds,
-                socket_connect_timeout=redis_timeout_seconds,
-            ),
+            redis=redis_client(settings, redis_timeout_seconds),
         )
 
     @classmethod

@@ -56,6 +56,30 @@ class Settings:
         "postgresql://postgres@127.0.0.1:5432/notifications",
         "PostgreSQL URL (the source of truth). `?sslmode=require` etc. pass through to libpq.",
     )
+    database_connect_timeout_seconds: int = _setting(
+        "DATABASE_CONNECT_TIMEOUT_SECONDS",
+        2,
+        "Seconds a new PostgreSQL connection may take, start-up answer included (libpq's"
+        " `connect_timeout`, whose least value is 2).",
+    )
+    database_statement_timeout_ms: int = _setting(
+        "DATABASE_STATEMENT_TIMEOUT_MS",
+        3000,
+        "Longest a statement of the API and the workers may run (`statement_timeout`); a"
+        " PostgreSQL silent a second past it is taken for hung: the connection is dropped and"
+        " the API answers 503.",
+    )
+    database_lock_timeout_ms: int = _setting(
+        "DATABASE_LOCK_TIMEOUT_MS",
+        1000,
+        "Longest a statement waits for a lock (`lock_timeout`); 0 = no limit.",
+    )
+    database_idle_in_transaction_timeout_ms: int = _setting(
+        "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+        30000,
+        "PostgreSQL ends a session idle inside a transaction this long, releasing its locks"
+        " (`idle_in_transaction_session_timeout`); 0 = no limit.",
+    )
     redis_url: str = _setting(
         "REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL: Celery broker and readiness check."
     )
@@ -85,6 +109,12 @@ class Settings:
     )
     rate_limit_burst: int = _setting(
         "RATE_LIMIT_BURST", 2000, "Requests a key may make at once before the rate applies."
+    )
+    rate_limit_timeout_ms: int = _setting(
+        "RATE_LIMIT_TIMEOUT_MS",
+        50,
+        "Redis deadline of the rate limiter; after a timeout or error requests pass unchecked"
+        " for a few seconds, then Redis is asked again.",
     )
     email_provider: str = _setting(
         "EMAIL_PROVIDER",
@@ -191,6 +221,13 @@ class Settings:
     )
     relay_poll_interval_ms: int = _setting(
         "RELAY_POLL_INTERVAL_MS", 5000, "Relay poll interval when no wake-up signal arrives."
+    )
+    relay_statement_timeout_ms: int = _setting(
+        "RELAY_STATEMENT_TIMEOUT_MS",
+        60000,
+        "Statement deadline of the relay, whose claims (under load), sweeps, retention batches"
+        " and outbox VACUUM may run long; a hung PostgreSQL is noticed this long (and a second)"
+        " into a statement. Migrations have none.",
     )
     relay_gather_ms: int = _setting(
         "RELAY_GATHER_MS",
@@ -352,9 +389,16 @@ class Settings:
             "delivery_max_attempts",
             "ws_token_ttl_seconds",
             "ws_max_connections",
+            "database_connect_timeout_seconds",
+            "database_statement_timeout_ms",
+            "relay_statement_timeout_ms",
+            "rate_limit_timeout_ms",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()}: must be at least 1")
+        for name in ("database_lock_timeout_ms", "database_idle_in_transaction_timeout_ms"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name.upper()}: must not be negative")
 
     def allowed_webhook_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         """``WEBHOOK_ALLOWED_NETWORKS`` parsed; raises ValueError for a malformed CIDR."""
