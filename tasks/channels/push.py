@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, Self
 
@@ -31,7 +31,15 @@ from app.core.process import ProcessContext
 from app.core.settings import Settings
 from app.store import devices as device_store
 from app.store.devices import TOKEN_PREFIX_LENGTH
-from tasks.channels.base import InvalidRecipient, Message, Outcome, Permanent, Retryable, Sent
+from tasks.channels.base import (
+    InvalidRecipient,
+    Message,
+    Outcome,
+    Permanent,
+    Retryable,
+    Sent,
+    send_each,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +101,10 @@ class PushProvider:
         self._engine = engine
         self._senders = dict(senders)
 
-    def send(self, messages: Sequence[Message]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
-        for message in messages:
-            try:
-                outcomes.append(self._deliver(message))
-            except Exception as exc:
-                # The devices' rows stay open, so the retry sends exactly what this one did not.
-                log.exception("push delivery %s failed", message.delivery_id)
-                outcomes.append(Retryable("provider_error", f"{type(exc).__name__}"))
-        return outcomes
+    def send(self, messages: Sequence[Message]) -> Iterator[Outcome]:
+        # A delivery that raises keeps its devices' rows open, so its retry sends exactly what
+        # this attempt did not.
+        return send_each(messages, self._deliver)
 
     def _deliver(self, message: Message) -> Outcome:
         with transaction(self._engine) as conn:
