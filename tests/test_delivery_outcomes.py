@@ -20,6 +20,8 @@ from app.store.deliveries import DeliveryResult
 from tasks.deliver import WorkerContext, deliver_ids
 from tests.helpers.factories import make_api_key, make_notification
 from tests.helpers.processes import Processes, wait_for
+from tests.helpers.push import push, register, wait_push
+from tests.standins.fcm import FcmStandIn, live_fcm
 from tests.standins.smtp import SmtpStandIn
 from tests.standins.webhook import Reply, WebhookReceiver, live_webhook
 
@@ -80,6 +82,29 @@ def test_a_receiver_error_holding_a_nul_byte_is_recorded_and_the_chunk_is_sent_o
     assert poisoned.error_code == "webhook_http_500"
     assert "broken" in poisoned.last_error and "\x00" not in poisoned.last_error
     assert [len(receiver.to(f"/hook{i}")) for i in range(10)] == [1] * 10
+
+
+def test_an_fcm_error_holding_a_nul_byte_is_recorded_and_the_other_device_is_not_sent_again(
+    settings: Settings,
+    client: FlaskClient,
+    auth: dict[str, str],
+    fcm: FcmStandIn,
+    tmp_path: Path,
+) -> None:
+    token, other = "fcm-token-A:APA91bH" + "x" * 40, "fcm-token-B:APA91bH" + "y" * 40
+    register(client, auth, "ana", token)
+    register(client, auth, "ana", other)
+    fcm.plan(token, "internal_nul")
+    processes = Processes(live_fcm(settings, fcm), tmp_path)
+    try:
+        processes.relay()
+        processes.worker("push")
+        delivery = wait_push(client, auth, push(client, auth, userId="ana")["id"], "SENT")
+    finally:
+        processes.stop_all()
+
+    assert (len(fcm.to(token)), len(fcm.to(other))) == (2, 1)
+    assert [(d["status"], d["attempts"]) for d in delivery["devices"]] == [("SENT", 2), ("SENT", 1)]
 
 
 def test_an_answer_the_webhook_client_cannot_decode_is_only_its_own_messages_outcome(

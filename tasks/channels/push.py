@@ -30,6 +30,12 @@ from app.core.domain import DeviceDeliveryStatus, PushPlatform
 from app.core.process import ProcessContext
 from app.core.settings import Settings
 from app.store import devices as device_store
+from app.store.deliveries import (
+    MAX_CODE_CHARS,
+    MAX_ERROR_CHARS,
+    MAX_PROVIDER_ID_CHARS,
+    storable,
+)
 from app.store.devices import TOKEN_PREFIX_LENGTH
 from tasks.channels.base import (
     InvalidRecipient,
@@ -202,14 +208,18 @@ def _result(
 
 
 def _record(conn: Connection, results: Sequence[DeviceResult]) -> None:
+    # What FCM and APNs answered is made storable as a delivery's outcome is: a NUL in one
+    # device's error must not fail the record of devices already sent (they would be sent again).
     device_store.record_results(
         conn,
         row_ids=[r.row_id for r in results],
         statuses=[r.status.value for r in results],
         tried=[int(r.tried) for r in results],
-        error_codes=[r.error_code for r in results],
-        errors=[r.error for r in results],
-        provider_message_ids=[r.provider_message_id for r in results],
+        error_codes=[storable(r.error_code, MAX_CODE_CHARS) for r in results],
+        errors=[storable(r.error, MAX_ERROR_CHARS) for r in results],
+        provider_message_ids=[
+            storable(r.provider_message_id, MAX_PROVIDER_ID_CHARS) for r in results
+        ],
     )
     dead = [r for r in results if r.deactivate]
     if dead:
