@@ -12,9 +12,10 @@ import email.policy
 import random
 import ssl
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ class Received:
     tls: str | None = None  # "STARTTLS" or "SMTPS" when the message came over TLS
     user: str | None = None  # the AUTH user the session authenticated as
     peer: tuple[Any, ...] | None = None  # the client's address: one per connection
+    at: float = field(default_factory=time.monotonic)  # when the server accepted it
 
 
 @dataclass(frozen=True)

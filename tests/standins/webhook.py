@@ -95,8 +95,10 @@ class WebhookReceiver(HttpStandIn):
         self.secret: str | None = None
         self.requests: list[WebhookRequest] = []
         self._plans: dict[str, deque[Reply]] = {}
-        # X-Notification-Id of each request answered 200 at once (not after a stall).
+        # X-Notification-Id of each request answered 200 at once (not after a stall), and
+        # those requests themselves.
         self.delivered: Counter[str] = Counter()
+        self.accepted: list[WebhookRequest] = []
         self._failure_rate = 0.0
         self._rng = random.Random()
 
@@ -116,6 +118,7 @@ class WebhookReceiver(HttpStandIn):
             self.requests.clear()
             self._plans.clear()
             self.delivered.clear()
+            self.accepted.clear()
             self._failure_rate = 0.0
 
     def to(self, path: str) -> list[WebhookRequest]:
@@ -134,6 +137,7 @@ class WebhookReceiver(HttpStandIn):
                 reply = Reply(200)
             if reply.status == 200 and request.signature_valid is not False:
                 self.delivered[request.headers.get("x-notification-id", "")] += 1
+                self.accepted.append(request)
             return reply
 
 
