@@ -1,7 +1,9 @@
 """The sweeper: deliveries stuck in flight past their lease go back through the outbox.
 
 This is what makes a flushed Redis, a lost ETA retry or a SIGKILLed worker lose nothing: the
-database knows every delivery that is not finished, and the sweeper re-drives it.
+database knows every delivery that is not finished, and the sweeper re-drives it. A worker
+renews the lease of what it is still sending (``Leases`` in tasks/deliver.py), so a SENDING
+delivery past its lease belongs to a worker that is gone, never to a slow one.
 """
 
 from __future__ import annotations

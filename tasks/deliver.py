@@ -7,16 +7,20 @@ import os
 import random
 import threading
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any
 
 from celery import Task, shared_task
+from sqlalchemy import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from app.core import metrics
-from app.core.db import retried_transaction
+from app.core.db import retried_transaction, transaction
 from app.core.domain import Channel, DeliveryStatus
 from app.core.logs import log_context
 from app.core.process import ProcessContext
@@ -39,13 +43,68 @@ from tasks.channels.base import (
 log = logging.getLogger(__name__)
 
 
+class Leases:
+    """Keeps the sweeper off the deliveries this process is sending.
+
+    The sweeper re-drives a SENDING delivery once its ``updated_at`` is older than the lease
+    (its worker must have died). While this process holds any delivery, one thread renews all
+    of them with one statement every third of a lease, so a chunk that takes longer than the
+    lease to send is not re-driven under its live sender, and a dead process's deliveries are
+    re-driven one lease after it died. The thread runs only while something is held."""
+
+    def __init__(self, engine: Engine, lease_seconds: float) -> None:
+        self._engine = engine
+        self._interval = lease_seconds / 3
+        self._held: dict[uuid.UUID, int] = {}  # delivery id → the attempt this process holds
+        self._lock = threading.Lock()
+        self._renewer: threading.Thread | None = None
+
+    @contextmanager
+    def holding(self, messages: Sequence[Message]) -> Iterator[Callable[[Message], None]]:
+        """Holds every message's delivery until released (the yielded function) or the block
+        ends."""
+        with self._lock:
+            self._held.update((m.delivery_id, m.attempt) for m in messages)
+            if self._renewer is None:
+                self._renewer = threading.Thread(
+                    target=self._renew, name="lease-renewer", daemon=True
+                )
+                self._renewer.start()
+        try:
+            yield self.release
+        finally:
+            for message in messages:
+                self.release(message)
+
+    def release(self, message: Message) -> None:
+        with self._lock:
+            if self._held.get(message.delivery_id) == message.attempt:
+                del self._held[message.delivery_id]
+
+    def _renew(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            with self._lock:
+                held = list(self._held.items())
+                if not held:
+                    self._renewer = None
+                    return
+            try:
+                with transaction(self._engine) as conn:
+                    deliveries.renew_leases(conn, held)
+            except SQLAlchemyError:
+                log.warning("could not renew the lease of %d deliveries", len(held), exc_info=True)
+
+
 @dataclass(frozen=True, kw_only=True)
 class WorkerContext(ProcessContext):
     """What a worker process holds: built on first use, again in each forked child. Its
-    ``statements`` engine claims and records (each one guarded statement); its ``engine`` serves
-    the providers that keep channel state in the database (PUSH devices, the inbox)."""
+    ``statements`` engine claims, records (each one guarded statement) and renews the leases
+    of what it is sending; its ``engine`` serves the providers that keep channel state in the
+    database (PUSH devices, the inbox)."""
 
     providers: dict[Channel, Provider]
+    leases: Leases
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerContext:
@@ -53,7 +112,11 @@ class WorkerContext(ProcessContext):
         process = ProcessContext.connect(
             settings, pool_size=pool_size, pre_ping=True, statements_pool_size=pool_size
         )
-        return cls.extend(process, providers=build_providers(process))
+        return cls.extend(
+            process,
+            providers=build_providers(process),
+            leases=Leases(process.statements, settings.sweeper_lease_seconds),
+        )
 
 
 _context: WorkerContext | None = None
@@ -102,30 +165,84 @@ def judge(settings: Settings, message: Message, outcome: Outcome) -> DeliveryRes
     raise TypeError(f"not an outcome: {outcome!r}")
 
 
-def send_all(context: WorkerContext, messages: Sequence[Message]) -> list[DeliveryResult]:
-    results: list[DeliveryResult] = []
+def send_all(context: WorkerContext, messages: Sequence[Message]) -> Iterator[DeliveryResult]:
+    """Each message's result as soon as its provider answered it, one channel after another.
+    The provider sends a message only when the previous result has been taken, so the caller
+    records each before the next is sent."""
     by_channel = groupby(sorted(messages, key=lambda m: m.channel), key=lambda m: m.channel)
     for channel, group in by_channel:
         batch = list(group)
-        provider = context.providers.get(channel)
-        started = time.perf_counter()
-        if provider is None:
-            outcomes: list[Outcome] = [
-                Retryable("no_provider", f"no {channel.value} provider configured")
-            ] * len(batch)
-        else:
+        outcomes = _outcomes(context.providers.get(channel), channel, batch)
+        for message, outcome in zip(batch, outcomes, strict=True):
+            yield judge(context.settings, message, outcome)
+
+
+def _outcomes(
+    provider: Provider | None, channel: Channel, batch: list[Message]
+) -> Iterator[Outcome]:
+    """The provider's outcome of each message of ``batch``, in order, whatever the provider does.
+
+    Providers turn an exception while sending one message into that message's outcome; if one
+    raises all the same (or answers too few), only the messages it has not answered yet are
+    failed as retryable: the answered ones are recorded already and are never sent again."""
+    if provider is None:
+        failure = Retryable("no_provider", f"no {channel.value} provider configured")
+        yield from [failure] * len(batch)
+        return
+    answered, spent = 0, 0.0
+    failure = Retryable("provider_error", "the provider gave no outcome for this message")
+    sending: Iterator[Outcome] | None = None
+    try:
+        while answered < len(batch):
+            started = time.perf_counter()
             try:
-                outcomes = provider.send(batch)
+                if sending is None:
+                    sending = iter(provider.send(batch))
+                outcome = next(sending)
+            except StopIteration:
+                log.error("the %s provider answered %d of %d", channel.value, answered, len(batch))
+                break
             except Exception as exc:
-                log.exception("provider for %s raised", channel.value)
-                outcomes = [Retryable("provider_error", repr(exc)[:500])] * len(batch)
-        metrics.PROVIDER_CALL_DURATION.labels(channel.value).observe(time.perf_counter() - started)
-        results.extend(judge(context.settings, m, o) for m, o in zip(batch, outcomes, strict=True))
-    return results
+                log.exception("the %s provider raised", channel.value)
+                failure = Retryable("provider_error", f"provider raised {type(exc).__name__}")
+                break
+            finally:
+                spent += time.perf_counter() - started
+            answered += 1
+            yield outcome
+        yield from [failure] * (len(batch) - answered)
+    finally:
+        close = getattr(sending, "close", None)
+        if close is not None:
+            close()  # a provider's connection for the chunk ends with it
+        metrics.PROVIDER_CALL_DURATION.labels(channel.value).observe(spent)
+
+
+def record(context: WorkerContext, result: DeliveryResult) -> str | None:
+    """Records one outcome with one guarded statement; returns the status applied (None when
+    this task no longer holds the delivery). The provider has answered, and a lost outcome
+    would be sent again: a database that is briefly away (a restart, a failover) is waited for
+    up to one lease, about as long as the sweeper leaves the delivery to this task anyway."""
+    deadline = time.monotonic() + context.settings.sweeper_lease_seconds
+    pause = 0.1
+    while True:
+        try:
+            applied = retried_transaction(
+                context.statements, lambda conn: deliveries.record_outcomes(conn, [result])
+            )
+            return applied.get(result.delivery_id)
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("recording delivery %s failed; trying again", result.delivery_id)
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
 
 def deliver_ids(context: WorkerContext, delivery_ids: Sequence[str]) -> list[DeliveryResult]:
-    """Deliver what this task can claim; returns the results that must be retried later."""
+    """Deliver what this task can claim, recording each outcome as soon as the provider answers
+    it (a worker killed at any moment re-sends at most the message it was sending); returns the
+    results that must be retried later."""
     lease = context.settings.sweeper_lease_seconds
     claimed = retried_transaction(
         context.statements,
@@ -135,17 +252,24 @@ def deliver_ids(context: WorkerContext, delivery_ids: Sequence[str]) -> list[Del
     for row in claimed:
         if row.status == DeliveryStatus.EXPIRED:
             _observe(row, DeliveryStatus.EXPIRED.value, row.error_code)
-    messages = [Message.from_row(row) for row in claimed if row.status == DeliveryStatus.SENDING]
+    messages = {
+        row.id: Message.from_row(row) for row in claimed if row.status == DeliveryStatus.SENDING
+    }
     if not messages:
         return []
-    results = send_all(context, messages)
-    applied = retried_transaction(
-        context.statements, lambda conn: deliveries.record_outcomes(conn, results)
-    )
-    for result in results:
-        status = applied.get(result.delivery_id, "not recorded (no longer SENDING)")
-        _observe(rows[result.delivery_id], status, result.error_code)
-    return [r for r in results if applied.get(r.delivery_id) == DeliveryStatus.RETRYING.value]
+    retry: list[DeliveryResult] = []
+    with context.leases.holding(list(messages.values())) as release:
+        for result in send_all(context, list(messages.values())):
+            status = record(context, result)
+            release(messages[result.delivery_id])
+            _observe(
+                rows[result.delivery_id],
+                status or "not recorded (no longer SENDING)",
+                result.error_code,
+            )
+            if status == DeliveryStatus.RETRYING:
+                retry.append(result)
+    return retry
 
 
 def _observe(row: Any, status: str, error_code: str | None) -> None:

@@ -82,7 +82,7 @@ def test_message_is_sent_over_starttls_when_configured(
     server = start(servers, starttls=trusted)
     sent = message("ana@example.com")
 
-    outcomes = provider(server, smtp_starttls=True).send([sent])
+    outcomes = list(provider(server, smtp_starttls=True).send([sent]))
 
     assert outcomes == [Sent(provider_message_id=f"<{sent.delivery_id}@example.com>")]
     assert [r.tls for r in server.to("ana@example.com")] == ["STARTTLS"]
@@ -94,7 +94,7 @@ def test_message_is_sent_over_implicit_tls_when_smtp_ssl_is_set(
     server = start(servers, smtps=trusted)
     sent = message("ana@example.com")
 
-    outcomes = provider(server, smtp_ssl=True).send([sent])
+    outcomes = list(provider(server, smtp_ssl=True).send([sent]))
 
     assert outcomes == [Sent(provider_message_id=f"<{sent.delivery_id}@example.com>")]
     assert [r.tls for r in server.to("ana@example.com")] == ["SMTPS"]
@@ -106,8 +106,10 @@ def test_auth_logs_in_with_the_configured_user_and_password(
 ) -> None:
     server = start(servers, credentials=(USER, PASSWORD), mechanisms=[mechanism])
 
-    outcomes = provider(server, smtp_username=USER, smtp_password=PASSWORD).send(
-        [message("ana@example.com"), message("bob@example.com")]
+    outcomes = list(
+        provider(server, smtp_username=USER, smtp_password=PASSWORD).send(
+            [message("ana@example.com"), message("bob@example.com")]
+        )
     )
 
     assert [type(o) for o in outcomes] == [Sent, Sent]
@@ -120,9 +122,11 @@ def test_with_starttls_the_credentials_are_sent_only_inside_tls(
 ) -> None:
     server = start(servers, starttls=trusted, credentials=(USER, PASSWORD))
 
-    outcomes = provider(
-        server, smtp_starttls=True, smtp_username=USER, smtp_password=PASSWORD
-    ).send([message("ana@example.com")])
+    outcomes = list(
+        provider(server, smtp_starttls=True, smtp_username=USER, smtp_password=PASSWORD).send(
+            [message("ana@example.com")]
+        )
+    )
 
     assert isinstance(outcomes[0], Sent)
     assert [(a.user, a.over_tls, a.accepted) for a in server.logins] == [(USER, True, True)]
@@ -134,8 +138,10 @@ def test_wrong_password_is_refused_with_535_and_every_message_is_retried_as_smtp
 ) -> None:
     server = start(servers, credentials=(USER, PASSWORD))
 
-    outcomes = provider(server, smtp_username=USER, smtp_password="rotated-away").send(
-        [message("ana@example.com"), message("bob@example.com")]
+    outcomes = list(
+        provider(server, smtp_username=USER, smtp_password="rotated-away").send(
+            [message("ana@example.com"), message("bob@example.com")]
+        )
     )
 
     assert outcomes == [Retryable("smtp_auth", "SMTP AUTH refused: 535")] * 2
@@ -150,7 +156,7 @@ def test_a_certificate_the_worker_does_not_trust_is_a_retried_connection_failure
 ) -> None:
     server = start(servers, **{"starttls" if mode == "smtp_starttls" else "smtps": tls})
 
-    outcomes = provider(server, **{mode: True}).send([message("ana@example.com")])
+    outcomes = list(provider(server, **{mode: True}).send([message("ana@example.com")]))
 
     [outcome] = outcomes
     assert isinstance(outcome, Retryable) and outcome.code == "smtp_connection"
@@ -163,7 +169,7 @@ def test_starttls_configured_but_not_offered_sends_nothing_in_plain_text(
 ) -> None:
     server = start(servers)
 
-    [outcome] = provider(server, smtp_starttls=True).send([message("ana@example.com")])
+    [outcome] = list(provider(server, smtp_starttls=True).send([message("ana@example.com")]))
 
     assert isinstance(outcome, Retryable) and outcome.code == "smtp_connection"
     assert server.received == [] and not server.rcpt_attempts
@@ -180,7 +186,7 @@ def test_a_4xx_reply_is_retried_as_smtp_4xx(plain: SmtpStandIn, at: str, code: i
     address = "notifications@example.com" if at == "MAIL" else "later@example.com"
     plain.plan(address, code, at=at)
 
-    [outcome] = provider(plain).send([message("later@example.com")])
+    [outcome] = list(provider(plain).send([message("later@example.com")]))
 
     assert isinstance(outcome, Retryable) and outcome.code == "smtp_4xx"
     assert outcome.reason.startswith(f"SMTP {code} ")
@@ -193,7 +199,7 @@ def test_a_dead_mailbox_reply_to_rcpt_fails_the_recipient_as_smtp_5xx(
 ) -> None:
     plain.plan("gone@example.com", code)
 
-    [outcome] = provider(plain).send([message("gone@example.com")])
+    [outcome] = list(provider(plain).send([message("gone@example.com")]))
 
     assert isinstance(outcome, InvalidRecipient) and outcome.code == "smtp_5xx"
     assert outcome.reason.startswith(f"SMTP {code} ")
@@ -208,7 +214,7 @@ def test_any_other_5xx_reply_fails_permanently_as_smtp_5xx(
     address = "notifications@example.com" if at == "MAIL" else "refused@example.com"
     plain.plan(address, code, at=at)
 
-    [outcome] = provider(plain).send([message("refused@example.com")])
+    [outcome] = list(provider(plain).send([message("refused@example.com")]))
 
     assert isinstance(outcome, Permanent) and outcome.code == "smtp_5xx"
     assert outcome.reason.startswith(f"SMTP {code} ")
@@ -223,7 +229,7 @@ def test_a_refused_message_does_not_stop_the_rest_of_the_batch_on_one_connection
     batch = [message(r) for r in ("bounce@example.com", "a@example.com", "full@example.com")]
     batch.append(message("b@example.com"))
 
-    outcomes = provider(plain).send(batch)
+    outcomes = list(provider(plain).send(batch))
 
     assert [type(o) for o in outcomes] == [InvalidRecipient, Sent, Retryable, Sent]
     assert [r.rcpt_tos for r in plain.received] == [["a@example.com"], ["b@example.com"]]
@@ -237,7 +243,7 @@ def test_a_421_that_closes_the_connection_retries_the_rest_of_the_batch(
     batch = [message("first@example.com"), message("closing@example.com")]
     batch.append(message("after@example.com"))
 
-    outcomes = provider(plain).send(batch)
+    outcomes = list(provider(plain).send(batch))
 
     assert isinstance(outcomes[0], Sent)
     assert isinstance(outcomes[1], Retryable) and outcomes[1].code == "smtp_4xx"
@@ -246,7 +252,7 @@ def test_a_421_that_closes_the_connection_retries_the_rest_of_the_batch(
 
 
 def test_an_unreachable_server_retries_every_message_as_smtp_connection() -> None:
-    outcomes = provider(free_port()).send([message("a@example.com"), message("b@x.org")])
+    outcomes = list(provider(free_port()).send([message("a@example.com"), message("b@x.org")]))
 
     assert len(outcomes) == 2
     for outcome in outcomes:

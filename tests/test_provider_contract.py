@@ -128,7 +128,7 @@ class SmsSubject:
         return contract.message(Channel.SMS, recipient_phone=phone)
 
     def send(self, messages: Sequence[Message]) -> list[Outcome]:
-        return self.provider.send(messages)
+        return list(self.provider.send(messages))
 
     def secrets(self, message: Message) -> list[str]:
         return [message.recipient_phone or ""]
@@ -157,7 +157,7 @@ class WebhookSubject:
         )
 
     def send(self, messages: Sequence[Message]) -> list[Outcome]:
-        return self.provider.send(messages)
+        return list(self.provider.send(messages))
 
     def secrets(self, message: Message) -> list[str]:
         return []
@@ -183,7 +183,7 @@ class SmtpSubject:
         return contract.message(Channel.EMAIL, recipient_email=recipient)
 
     def send(self, messages: Sequence[Message]) -> list[Outcome]:
-        return self.provider.send(messages)
+        return list(self.provider.send(messages))
 
     def secrets(self, message: Message) -> list[str]:
         return []

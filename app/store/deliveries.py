@@ -49,15 +49,18 @@ _CLAIM_FOR_SENDING = text(
     """
 )
 
-# One statement records every outcome of a task. Only the holder of SENDING may record; a late
-# success also wins over the sweeper's RETRYING, because the provider did accept it.
+# Records outcomes (the worker records each one as soon as the provider answered it). Only the
+# holder of SENDING may record; a late success also wins over the sweeper's RETRYING, because
+# the provider did accept it. A SENT delivery keeps no error of an earlier attempt: the audit
+# log has those.
 _RECORD_OUTCOMES = text(
     """
     UPDATE delivery d
     SET status = v.status,
         provider_message_id = COALESCE(v.provider_message_id, d.provider_message_id),
         error_code = v.error_code,
-        last_error = COALESCE(v.error, d.last_error),
+        last_error = CASE WHEN v.status = 'SENT' THEN NULL
+                          ELSE COALESCE(v.error, d.last_error) END,
         next_attempt_at = CASE WHEN v.status = 'RETRYING'
                                THEN now() + make_interval(secs => v.delay) END,
         sent_at = CASE WHEN v.status = 'SENT' THEN now() END,
@@ -69,6 +72,17 @@ _RECORD_OUTCOMES = text(
     WHERE d.id = v.id
       AND (d.status = 'SENDING' OR (v.status = 'SENT' AND d.status = 'RETRYING'))
     RETURNING d.id, d.status
+    """
+)
+
+# The lease of deliveries a live worker is still sending: the sweeper leaves a SENDING row alone
+# until its updated_at is a lease old. Only the attempt the worker claimed is renewed.
+_RENEW_LEASES = text(
+    """
+    UPDATE delivery d
+    SET updated_at = now()
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS integer[])) AS v(id, attempt)
+    WHERE d.id = v.id AND d.status = 'SENDING' AND d.attempts = v.attempt
     """
 )
 
@@ -119,6 +133,12 @@ _SWEEP = text(
     """
 )
 
+# Caps on what a provider or a receiver sent back, so one answer cannot bloat a row, the audit
+# log or an API page.
+MAX_ERROR_CHARS = 1000
+MAX_CODE_CHARS = 100
+MAX_PROVIDER_ID_CHARS = 300
+
 PRIORITY_ORDER = sorted((p.value for p in Priority), key=lambda p: Priority(p).rank)
 
 
@@ -134,6 +154,16 @@ class DeliveryResult:
     retry_in_seconds: float | None = None
 
 
+def storable(value: str | None, limit: int) -> str | None:
+    """``value`` as a PostgreSQL ``text`` column takes it, whoever wrote it: NUL (which text
+    refuses) and unpaired surrogates (which UTF-8 cannot encode) replaced, at most ``limit``
+    characters. Everything a provider or a receiver says passes here before it is stored."""
+    if value is None:
+        return None
+    clean = value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    return clean if len(clean) <= limit else clean[: limit - 1] + "…"
+
+
 def claim_for_sending(
     conn: Connection, delivery_ids: Sequence[uuid.UUID | str], lease_seconds: float
 ) -> list[Any]:
@@ -143,7 +173,8 @@ def claim_for_sending(
 
 
 def record_outcomes(conn: Connection, outcomes: Sequence[DeliveryResult]) -> dict[uuid.UUID, str]:
-    """Record every outcome in one statement; returns the statuses that were applied."""
+    """Record outcomes in one statement; returns the statuses that were applied. What came
+    from outside is made storable here, so recording cannot fail on a provider's answer."""
     if not outcomes:
         return {}
     rows = conn.execute(
@@ -151,13 +182,24 @@ def record_outcomes(conn: Connection, outcomes: Sequence[DeliveryResult]) -> dic
         {
             "ids": [str(o.delivery_id) for o in outcomes],
             "statuses": [o.status.value for o in outcomes],
-            "provider_message_ids": [o.provider_message_id for o in outcomes],
-            "error_codes": [o.error_code for o in outcomes],
-            "errors": [o.error for o in outcomes],
+            "provider_message_ids": [
+                storable(o.provider_message_id, MAX_PROVIDER_ID_CHARS) for o in outcomes
+            ],
+            "error_codes": [storable(o.error_code, MAX_CODE_CHARS) for o in outcomes],
+            "errors": [storable(o.error, MAX_ERROR_CHARS) for o in outcomes],
             "delays": [o.retry_in_seconds or 0.0 for o in outcomes],
         },
     )
     return {row.id: row.status for row in rows}
+
+
+def renew_leases(conn: Connection, held: Sequence[tuple[uuid.UUID, int]]) -> int:
+    """Renew the lease of each (delivery id, attempt) still SENDING; returns how many."""
+    if not held:
+        return 0
+    ids = [str(delivery_id) for delivery_id, _ in held]
+    attempts = [attempt for _, attempt in held]
+    return conn.execute(_RENEW_LEASES, {"ids": ids, "attempts": attempts}).rowcount
 
 
 def cancel(conn: Connection, notification_id: uuid.UUID) -> list[uuid.UUID]:

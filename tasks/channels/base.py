@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from app.core.domain import Channel, NotificationType, Priority
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,34 @@ Outcome = Sent | Retryable | Permanent | InvalidRecipient
 
 
 class Provider(Protocol):
-    """Sends messages of one channel. Returns one outcome per message, in order; never raises
-    for a delivery problem (a raise is treated as a retryable failure of the whole batch)."""
+    """Sends messages of one channel: one outcome per message, in order, each yielded as soon
+    as it is known and before the next message is sent (the worker records it in between, so
+    a crash re-sends at most the message in flight). Never raises for a delivery problem: an
+    exception while sending one message is that message's outcome (:func:`send_each`)."""
 
-    def send(self, messages: Sequence[Message]) -> list[Outcome]: ...
+    def send(self, messages: Sequence[Message]) -> Iterable[Outcome]: ...
+
+
+def send_each(
+    messages: Iterable[Message], send_one: Callable[[Message], Outcome]
+) -> Iterator[Outcome]:
+    """``send_one(message)`` for each message in turn, yielding each outcome as it is known.
+
+    What every provider's loop is made of: an exception while sending one message becomes that
+    message's outcome, so the others (some maybe already accepted) are neither failed nor sent
+    again. A ``ValueError`` says the message itself cannot be sent as it is (a header the mail
+    library refuses, text a codec cannot encode): trying again would fail the same way. Any
+    other exception is a surprise of the moment, retried.
+    """
+    for message in messages:
+        try:
+            outcome = send_one(message)
+        except ValueError as exc:
+            log.warning("delivery %s refused: %s: %s", message.delivery_id, type(exc).__name__, exc)
+            outcome = Permanent("message_refused", f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            # The traceback goes to the log; the recorded reason names only the exception's
+            # type, since its text may carry an address or a URL's token.
+            log.exception("sending delivery %s raised", message.delivery_id)
+            outcome = Retryable("provider_error", f"provider raised {type(exc).__name__}")
+        yield outcome

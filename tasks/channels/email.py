@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import smtplib
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Self
@@ -31,7 +31,15 @@ from email_validator import EmailNotValidError, validate_email
 
 from app.core.process import ProcessContext
 from app.core.settings import Settings
-from tasks.channels.base import InvalidRecipient, Message, Outcome, Permanent, Retryable, Sent
+from tasks.channels.base import (
+    InvalidRecipient,
+    Message,
+    Outcome,
+    Permanent,
+    Retryable,
+    Sent,
+    send_each,
+)
 
 _DEAD_MAILBOX_CODES = {550, 551, 553}
 
@@ -64,21 +72,12 @@ class SmtpEmailProvider:
         self._settings = settings
         self._domain = settings.smtp_from.rpartition("@")[2] or "localhost"
 
-    def send(self, messages: Sequence[Message]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
+    def send(self, messages: Sequence[Message]) -> Iterator[Outcome]:
+        session = _Session(self._connect, self._send_one)
         try:
-            with self._connect() as smtp:
-                for message in messages:
-                    outcomes.append(self._send_one(smtp, message))
-        except smtplib.SMTPAuthenticationError as exc:
-            failure: Outcome = Retryable("smtp_auth", f"SMTP AUTH refused: {exc.smtp_code}")
-            outcomes.extend([failure] * (len(messages) - len(outcomes)))
-        except (OSError, smtplib.SMTPException) as exc:
-            failure = Retryable(
-                "smtp_connection", redact_addresses(f"SMTP connection failed: {exc!r}")[:500]
-            )
-            outcomes.extend([failure] * (len(messages) - len(outcomes)))
-        return outcomes
+            yield from send_each(messages, session.send)
+        finally:
+            session.close()
 
     def _connect(self) -> smtplib.SMTP:
         s = self._settings
@@ -155,6 +154,49 @@ def wire_address(recipient: str) -> str | None:
     except EmailNotValidError:
         return None
     return f"{parsed.local_part}@{parsed.ascii_domain}"
+
+
+class _Session:
+    """One SMTP connection for a chunk's messages, opened by the first. Once the connection
+    fails, every later message of the chunk gets that failure without being tried (nothing of
+    it reached the server, so it is retried safely); the connection is never used again, since
+    after a timeout its replies could be read as another message's."""
+
+    def __init__(
+        self,
+        connect: Callable[[], smtplib.SMTP],
+        send_one: Callable[[smtplib.SMTP, Message], Outcome],
+    ) -> None:
+        self._connect = connect
+        self._send_one = send_one
+        self._smtp: smtplib.SMTP | None = None
+        self._failure: Outcome | None = None
+
+    def send(self, message: Message) -> Outcome:
+        if self._failure is not None:
+            return self._failure
+        try:
+            if self._smtp is None:
+                self._smtp = self._connect()
+            return self._send_one(self._smtp, message)
+        except smtplib.SMTPAuthenticationError as exc:
+            self._failure = Retryable("smtp_auth", f"SMTP AUTH refused: {exc.smtp_code}")
+        except (OSError, smtplib.SMTPException) as exc:
+            self._failure = Retryable(
+                "smtp_connection", redact_addresses(f"SMTP connection failed: {exc!r}")[:500]
+            )
+        if self._smtp is not None:
+            self._smtp.close()  # no QUIT: a server that stopped answering would hold us again
+            self._smtp = None
+        return self._failure
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            smtp, self._smtp = self._smtp, None
+            try:
+                smtp.quit()
+            except (OSError, smtplib.SMTPException):
+                smtp.close()
 
 
 def _reset(smtp: smtplib.SMTP) -> None:

@@ -9,7 +9,7 @@ the item was published (PUBLISH's receiver count; ``unpublished`` if Redis was u
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Self
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -18,7 +18,7 @@ from app.core import inbox_events
 from app.core.db import transaction
 from app.core.process import ProcessContext
 from app.store import inbox
-from tasks.channels.base import Message, Outcome, Permanent, Retryable, Sent
+from tasks.channels.base import Message, Outcome, Permanent, Retryable, Sent, send_each
 
 log = logging.getLogger(__name__)
 
@@ -32,31 +32,29 @@ class InAppProvider:
         self._engine = process.engine
         self._redis = process.redis
 
-    def send(self, messages: Sequence[Message]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
-        for message in messages:
-            if not message.user_id:
-                outcomes.append(Permanent("no_user", "IN_APP needs a userId"))
-                continue
-            try:
-                with transaction(self._engine) as conn:
-                    item, unread = inbox.store(
-                        conn,
-                        project_id=message.project_id,
-                        user_id=message.user_id,
-                        delivery_id=message.delivery_id,
-                        notification_id=message.notification_id,
-                        category=message.type.value,
-                        title=message.subject,
-                        body=message.body,
-                        data=message.data,
-                    )
-            except SQLAlchemyError as exc:
-                outcomes.append(Retryable("inbox_store", f"inbox not written: {exc!r}"[:500]))
-                continue
-            event = inbox_events.item_event(item, unread)
-            owner = inbox_events.inbox_of(message.project_id, message.user_id)
-            receivers = inbox_events.publish(self._redis, owner, event)
-            live = "unpublished" if receivers is None else str(receivers)
-            outcomes.append(Sent(provider_message_id=f"inbox:{item['id']}:live:{live}"))
-        return outcomes
+    def send(self, messages: Sequence[Message]) -> Iterator[Outcome]:
+        return send_each(messages, self._send_one)
+
+    def _send_one(self, message: Message) -> Outcome:
+        if not message.user_id:
+            return Permanent("no_user", "IN_APP needs a userId")
+        try:
+            with transaction(self._engine) as conn:
+                item, unread = inbox.store(
+                    conn,
+                    project_id=message.project_id,
+                    user_id=message.user_id,
+                    delivery_id=message.delivery_id,
+                    notification_id=message.notification_id,
+                    category=message.type.value,
+                    title=message.subject,
+                    body=message.body,
+                    data=message.data,
+                )
+        except SQLAlchemyError as exc:
+            return Retryable("inbox_store", f"inbox not written: {exc!r}"[:500])
+        event = inbox_events.item_event(item, unread)
+        owner = inbox_events.inbox_of(message.project_id, message.user_id)
+        receivers = inbox_events.publish(self._redis, owner, event)
+        live = "unpublished" if receivers is None else str(receivers)
+        return Sent(provider_message_id=f"inbox:{item['id']}:live:{live}")

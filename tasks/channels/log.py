@@ -6,11 +6,11 @@ The default for a developer machine, so deliveries are visible without any crede
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Self
 
 from app.core.process import ProcessContext
-from tasks.channels.base import Message, Outcome, Sent
+from tasks.channels.base import Message, Outcome, Sent, send_each
 
 log = logging.getLogger("notifications.delivered")
 
@@ -20,16 +20,18 @@ class LogProvider:
     def create(cls, process: ProcessContext) -> Self:
         return cls()
 
-    def send(self, messages: Sequence[Message]) -> list[Outcome]:
-        for message in messages:
-            log.info(
-                "delivered %s notification %s (delivery %s, attempt %d)",
-                message.channel.value,
-                message.notification_id,
-                message.delivery_id,
-                message.attempt,
-            )
-        return [Sent(provider_message_id=f"log-{m.delivery_id}") for m in messages]
+    def send(self, messages: Sequence[Message]) -> Iterator[Outcome]:
+        return send_each(messages, self._send_one)
+
+    def _send_one(self, message: Message) -> Outcome:
+        log.info(
+            "delivered %s notification %s (delivery %s, attempt %d)",
+            message.channel.value,
+            message.notification_id,
+            message.delivery_id,
+            message.attempt,
+        )
+        return Sent(provider_message_id=f"log-{message.delivery_id}")
 
 
 class NoopProvider:
@@ -40,5 +42,5 @@ class NoopProvider:
     def create(cls, process: ProcessContext) -> Self:
         return cls()
 
-    def send(self, messages: Sequence[Message]) -> list[Outcome]:
-        return [Sent() for _ in messages]
+    def send(self, messages: Sequence[Message]) -> Iterator[Outcome]:
+        return send_each(messages, lambda _: Sent())

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, Self
 
@@ -30,8 +30,22 @@ from app.core.domain import DeviceDeliveryStatus, PushPlatform
 from app.core.process import ProcessContext
 from app.core.settings import Settings
 from app.store import devices as device_store
+from app.store.deliveries import (
+    MAX_CODE_CHARS,
+    MAX_ERROR_CHARS,
+    MAX_PROVIDER_ID_CHARS,
+    storable,
+)
 from app.store.devices import TOKEN_PREFIX_LENGTH
-from tasks.channels.base import InvalidRecipient, Message, Outcome, Permanent, Retryable, Sent
+from tasks.channels.base import (
+    InvalidRecipient,
+    Message,
+    Outcome,
+    Permanent,
+    Retryable,
+    Sent,
+    send_each,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +107,10 @@ class PushProvider:
         self._engine = engine
         self._senders = dict(senders)
 
-    def send(self, messages: Sequence[Message]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
-        for message in messages:
-            try:
-                outcomes.append(self._deliver(message))
-            except Exception as exc:
-                # The devices' rows stay open, so the retry sends exactly what this one did not.
-                log.exception("push delivery %s failed", message.delivery_id)
-                outcomes.append(Retryable("provider_error", f"{type(exc).__name__}"))
-        return outcomes
+    def send(self, messages: Sequence[Message]) -> Iterator[Outcome]:
+        # A delivery that raises keeps its devices' rows open, so its retry sends exactly what
+        # this attempt did not.
+        return send_each(messages, self._deliver)
 
     def _deliver(self, message: Message) -> Outcome:
         with transaction(self._engine) as conn:
@@ -200,14 +208,18 @@ def _result(
 
 
 def _record(conn: Connection, results: Sequence[DeviceResult]) -> None:
+    # What FCM and APNs answered is made storable as a delivery's outcome is: a NUL in one
+    # device's error must not fail the record of devices already sent (they would be sent again).
     device_store.record_results(
         conn,
         row_ids=[r.row_id for r in results],
         statuses=[r.status.value for r in results],
         tried=[int(r.tried) for r in results],
-        error_codes=[r.error_code for r in results],
-        errors=[r.error for r in results],
-        provider_message_ids=[r.provider_message_id for r in results],
+        error_codes=[storable(r.error_code, MAX_CODE_CHARS) for r in results],
+        errors=[storable(r.error, MAX_ERROR_CHARS) for r in results],
+        provider_message_ids=[
+            storable(r.provider_message_id, MAX_PROVIDER_ID_CHARS) for r in results
+        ],
     )
     dead = [r for r in results if r.deactivate]
     if dead:

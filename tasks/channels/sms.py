@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Self
 
 import httpx
@@ -34,7 +34,15 @@ import httpx
 from app.core.process import ProcessContext
 from app.core.settings import Settings
 from app.core.sms import sms_segments
-from tasks.channels.base import InvalidRecipient, Message, Outcome, Permanent, Retryable, Sent
+from tasks.channels.base import (
+    InvalidRecipient,
+    Message,
+    Outcome,
+    Permanent,
+    Retryable,
+    Sent,
+    send_each,
+)
 from tasks.channels.http import retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -107,8 +115,8 @@ class TwilioSmsProvider:
             follow_redirects=False,
         )
 
-    def send(self, messages: Sequence[Message]) -> list[Outcome]:
-        return [self._send_one(message) for message in messages]
+    def send(self, messages: Sequence[Message]) -> Iterator[Outcome]:
+        return send_each(messages, self._send_one)
 
     def _send_one(self, message: Message) -> Outcome:
         segments = sms_segments(message.body)

@@ -29,7 +29,7 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Self
 
 import httpx
@@ -37,7 +37,7 @@ import orjson
 
 from app.core.process import ProcessContext
 from app.core.settings import Settings
-from tasks.channels.base import Message, Outcome, Permanent, Retryable, Sent
+from tasks.channels.base import Message, Outcome, Permanent, Retryable, Sent, send_each
 from tasks.channels.http import retry_after_seconds
 from tasks.channels.ssrf import BlockedAddress, GuardedTransport
 
@@ -114,8 +114,8 @@ class HttpWebhookProvider:
             trust_env=False,
         )
 
-    def send(self, messages: Sequence[Message]) -> list[Outcome]:
-        return [self._send_one(message) for message in messages]
+    def send(self, messages: Sequence[Message]) -> Iterator[Outcome]:
+        return send_each(messages, self._send_one)
 
     def _send_one(self, message: Message) -> Outcome:
         url = message.webhook_url or ""
@@ -146,10 +146,16 @@ class HttpWebhookProvider:
         try:
             with self._client.stream("POST", url, content=body, headers=headers) as response:
                 head = b""
-                for chunk in response.iter_bytes():
-                    head += chunk
-                    if len(head) >= MAX_RESPONSE_BYTES:
-                        break
+                try:
+                    for chunk in response.iter_bytes():
+                        head += chunk
+                        if len(head) >= MAX_RESPONSE_BYTES:
+                            break
+                except (httpx.DecodingError, httpx.TransportError):
+                    # The status line is the receiver's answer; its body only explains a
+                    # failure, so a body that cannot be read must not turn an accepted
+                    # delivery into a retried (and duplicated) one.
+                    pass
                 return classify(response.status_code, head, response.headers.get("Retry-After"))
         except BlockedAddress as exc:
             return Permanent("ssrf_blocked", str(exc))

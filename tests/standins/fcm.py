@@ -85,6 +85,8 @@ ANSWERS: dict[str, tuple[int, dict[str, str], dict[str, Any]]] = {
         _error(429, "RESOURCE_EXHAUSTED", "Quota exceeded.", "QUOTA_EXCEEDED"),
     ),
     "internal": (500, {}, _error(500, "INTERNAL", "Internal error.", "INTERNAL")),
+    # JSON may carry any character: this message decodes to text that holds a NUL byte.
+    "internal_nul": (500, {}, _error(500, "INTERNAL", "Internal\u0000error.", "INTERNAL")),
     "unavailable": (
         503,
         {},

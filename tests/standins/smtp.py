@@ -13,9 +13,10 @@ import email.policy
 import random
 import ssl
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ class Received:
     user: str | None = None  # the AUTH user the session authenticated as
     peer: tuple[Any, ...] | None = None  # the client's address: one per connection
     mail_options: tuple[str, ...] = ()  # MAIL FROM's parameters, e.g. SMTPUTF8
+    at: float = field(default_factory=time.monotonic)  # when the server accepted it
 
 
 @dataclass(frozen=True)

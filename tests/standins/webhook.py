@@ -19,6 +19,9 @@ class Reply:
     status: int
     retry_after: str | None = None
     location: str | None = None
+    body: bytes | None = None  # the answer's body; ``status <n>`` when None
+    headers: tuple[tuple[str, str], ...] = ()  # further headers of the answer
+    delay: float = 0.0  # seconds to take before answering, like a slow receiver
 
 
 STALL = Reply(0)  # answers nothing for STALL_SECONDS, like a hung receiver
@@ -70,14 +73,16 @@ class _Handler(QuietHandler):
         if reply is STALL:
             time.sleep(STALL_SECONDS)
             reply = Reply(200)
+        time.sleep(reply.delay)
         if signature_valid is False:
             reply = Reply(401)
-        extra = {}
+        extra = dict(reply.headers)
         if reply.retry_after:
             extra["Retry-After"] = reply.retry_after
         if reply.location:
             extra["Location"] = reply.location
-        self.answer(reply.status, f"status {reply.status}".encode(), extra)
+        body = f"status {reply.status}".encode() if reply.body is None else reply.body
+        self.answer(reply.status, body, extra)
 
 
 class WebhookReceiver(HttpStandIn):
@@ -90,8 +95,10 @@ class WebhookReceiver(HttpStandIn):
         self.secret: str | None = None
         self.requests: list[WebhookRequest] = []
         self._plans: dict[str, deque[Reply]] = {}
-        # X-Notification-Id of each request answered 200 at once (not after a stall).
+        # X-Notification-Id of each request answered 200 at once (not after a stall), and
+        # those requests themselves.
         self.delivered: Counter[str] = Counter()
+        self.accepted: list[WebhookRequest] = []
         self._failure_rate = 0.0
         self._rng = random.Random()
 
@@ -111,6 +118,7 @@ class WebhookReceiver(HttpStandIn):
             self.requests.clear()
             self._plans.clear()
             self.delivered.clear()
+            self.accepted.clear()
             self._failure_rate = 0.0
 
     def to(self, path: str) -> list[WebhookRequest]:
@@ -129,6 +137,7 @@ class WebhookReceiver(HttpStandIn):
                 reply = Reply(200)
             if reply.status == 200 and request.signature_valid is not False:
                 self.delivered[request.headers.get("x-notification-id", "")] += 1
+                self.accepted.append(request)
             return reply
 
 
