@@ -44,7 +44,7 @@ def utf8_server() -> Iterator[SmtpStandIn]:
 
 
 def test_an_internationalised_domain_is_sent_as_idna_without_smtputf8(plain: SmtpStandIn) -> None:
-    outcomes = provider(plain).send([message("anna@bücher.example")])
+    outcomes = list(provider(plain).send([message("anna@bücher.example")]))
 
     assert outcomes == [Sent(provider_message_id=outcomes[0].provider_message_id)]  # type: ignore[union-attr]
     assert [r.rcpt_tos for r in plain.received] == [["anna@xn--bcher-kva.example"]]
@@ -54,8 +54,10 @@ def test_an_internationalised_domain_is_sent_as_idna_without_smtputf8(plain: Smt
 def test_a_non_ascii_local_part_fails_with_smtp_no_smtputf8_and_its_chunk_mates_are_sent(
     plain: SmtpStandIn,
 ) -> None:
-    outcomes = provider(plain).send(
-        [message("first@example.com"), message("jösé@example.com"), message("last@example.com")]
+    outcomes = list(
+        provider(plain).send(
+            [message("first@example.com"), message("jösé@example.com"), message("last@example.com")]
+        )
     )
 
     assert isinstance(outcomes[0], Sent) and isinstance(outcomes[2], Sent)
@@ -69,7 +71,7 @@ def test_a_non_ascii_local_part_fails_with_smtp_no_smtputf8_and_its_chunk_mates_
 def test_a_non_ascii_local_part_goes_through_a_server_that_offers_smtputf8(
     utf8_server: SmtpStandIn,
 ) -> None:
-    outcomes = provider(utf8_server).send([message("jösé@bücher.example")])
+    outcomes = list(provider(utf8_server).send([message("jösé@bücher.example")]))
 
     assert isinstance(outcomes[0], Sent), outcomes
     assert [r.rcpt_tos for r in utf8_server.received] == [["jösé@xn--bcher-kva.example"]]
@@ -83,7 +85,9 @@ def test_an_smtp_reply_quoting_the_recipient_is_stored_without_the_address(
     plain.plan("ghost@example.com", 550)
     plain.plan("busy@example.com", 452)
 
-    outcomes = provider(plain).send([message("ghost@example.com"), message("busy@example.com")])
+    outcomes = list(
+        provider(plain).send([message("ghost@example.com"), message("busy@example.com")])
+    )
 
     assert isinstance(outcomes[0], InvalidRecipient) and outcomes[0].code == "smtp_5xx"
     assert outcomes[1].code == "smtp_4xx"  # type: ignore[union-attr]
