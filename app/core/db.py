@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from typing import TypeVar
+from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
@@ -21,8 +22,43 @@ from app.core.settings import Settings
 
 def sqlalchemy_url(database_url: str) -> URL:
     """DATABASE_URL as SQLAlchemy should open it: always through psycopg2, the chosen driver
-    (SQLAlchemy 2.1 would pick psycopg 3 for a bare ``postgresql://``)."""
-    return make_url(database_url).set(drivername="postgresql+psycopg2")
+    (SQLAlchemy 2.1 would pick psycopg 3 for a bare ``postgresql://``). A URL naming several
+    hosts (libpq's ``postgresql://u@a:5432,b:5433/db?target_session_attrs=read-write``) is
+    accepted too: see ``_hosts_as_query``."""
+    return make_url(_hosts_as_query(database_url)).set(drivername="postgresql+psycopg2")
+
+
+def _hosts_as_query(database_url: str) -> str:
+    """libpq's multi-host URL in the form SQLAlchemy parses: the host list moved to the query.
+
+    SQLAlchemy's URL parser takes one ``host:port`` only, but its psycopg2 dialect hands
+    ``?host=a,b&port=5432,5433`` to libpq as the same host list, which then tries each host in
+    turn (and, with ``target_session_attrs=read-write``, skips a standby). A URL with one host
+    is returned unchanged.
+    """
+    scheme, sep, rest = database_url.partition("://")
+    authority, _, tail = rest.partition("/")
+    userinfo, at, hostlist = authority.rpartition("@")
+    if not sep or "," not in hostlist:
+        return database_url
+    hosts, ports = [], []
+    for entry in hostlist.split(","):
+        # "[::1]:5433", "db1:5432" or "db2" (libpq's default port); brackets only shield an
+        # IPv6 address's colons, libpq's host list takes it bare.
+        host, port = entry, ""
+        if entry.startswith("["):
+            host, _, after = entry[1:].partition("]")
+            port = after.removeprefix(":")
+        elif ":" in entry:
+            host, port = entry.rsplit(":", 1)
+        hosts.append(host)
+        ports.append(port)
+    path, question, query = tail.partition("?")
+    moved = f"host={quote(','.join(hosts), safe=',')}"
+    if any(ports):
+        moved += f"&port={','.join(ports)}"
+    query = f"{moved}&{query}" if question and query else moved
+    return f"{scheme}://{userinfo}{at}/{path}?{query}"
 
 
 def make_engine(

@@ -54,7 +54,9 @@ class Settings:
     database_url: str = _setting(
         "DATABASE_URL",
         "postgresql://postgres@127.0.0.1:5432/notifications",
-        "PostgreSQL URL (the source of truth). `?sslmode=require` etc. pass through to libpq.",
+        "PostgreSQL URL (the source of truth). `?sslmode=require` etc. pass through to libpq."
+        " Several hosts (`postgresql://u@db1:5432,db2:5432/notifications"
+        "?target_session_attrs=read-write`) are tried in turn: connections go to the primary.",
     )
     redis_url: str = _setting(
         "REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL: Celery broker and readiness check."
