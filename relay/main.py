@@ -73,7 +73,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
     process = ProcessContext.connect(settings, pool_size=2, redis_timeout_seconds=5.0)
     engine = process.engine
     publisher = TaskPublisher(make_celery(settings), process.redis)
-    listener = WakeListener(settings.redis_url)
+    listener = WakeListener(settings)
     listener.subscribe()  # before "started": a wake-up sent after that line is never missed
     export_gauges(engine, process.redis)
     metrics.serve_metrics(settings.relay_metrics_port, "relay")

@@ -10,6 +10,7 @@ from celery import Celery
 from kombu.entity import Queue
 
 from app.core.domain import Channel, Priority
+from app.core.redis_clients import broker_transport_options, broker_url
 from app.core.routing import PRIORITY_SEP, PRIORITY_STEPS
 from app.core.settings import Settings
 
@@ -17,7 +18,7 @@ SETTINGS_KEY = "notification_settings"
 
 
 def make_celery(settings: Settings) -> Celery:
-    celery = Celery("notifications", broker=settings.redis_url, include=["tasks.deliver"])
+    celery = Celery("notifications", broker=broker_url(settings), include=["tasks.deliver"])
     celery.conf.update(
         # The one Settings of the process, for the task to build its context from.
         **{SETTINGS_KEY: settings},
@@ -39,6 +40,8 @@ def make_celery(settings: Settings) -> Celery:
             "sep": PRIORITY_SEP,
             "queue_order_strategy": "priority",
             "visibility_timeout": settings.broker_visibility_timeout_seconds,
+            # With REDIS_SENTINELS: which master to ask the Sentinels for.
+            **broker_transport_options(settings, timeout=5.0),
         },
         broker_connection_retry_on_startup=True,
         # Task events only while someone watches: Flower switches them on in every worker

@@ -38,7 +38,7 @@ class ApiContext(ProcessContext):
                 process.redis, settings.rate_limit_per_second, settings.rate_limit_burst
             ),
             hub=Hub(
-                settings.redis_url,
+                settings,
                 settings.ws_max_connections,
                 settings.ws_max_connections_per_user,
             ),

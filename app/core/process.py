@@ -12,6 +12,7 @@ import redis
 from sqlalchemy import Engine
 
 from app.core.db import make_engine
+from app.core.redis_clients import redis_client
 from app.core.settings import Settings
 
 
@@ -42,11 +43,7 @@ class ProcessContext:
             statements=make_engine(
                 settings, pool_size=statements_pool_size, pre_ping=False, autocommit=True
             ),
-            redis=redis.Redis.from_url(
-                settings.redis_url,
-                socket_timeout=redis_timeout_seconds,
-                socket_connect_timeout=redis_timeout_seconds,
-            ),
+            redis=redis_client(settings, timeout=redis_timeout_seconds),
         )
 
     @classmethod
