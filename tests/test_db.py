@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import Connection, Engine, make_url, text
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.exc import InternalError, ProgrammingError
 
 from app.core.db import ensure_database, make_engine, migrate, retried_transaction
 from app.core.settings import Settings
@@ -69,3 +69,28 @@ def test_a_url_naming_several_hosts_opens_the_first_that_answers_read_write(
         several.dispose()
     assert ensure_database(url) is False  # found, through the second host
     migrate(url)  # the schema is current: a no-op, reached through the second host
+
+
+def test_a_pooled_connection_to_a_server_that_refuses_writes_is_dropped_for_a_fresh_one(
+    database_url: str,
+) -> None:
+    # A demoted primary still answers, but refuses every write (SQLSTATE 25006), as does an old
+    # address that still resolves to it after a failover. Its pooled connections must go, so
+    # the next one is made anew (and target_session_attrs then finds the new primary).
+    unpinged = make_engine(Settings(database_url=database_url), pool_size=1, pre_ping=False)
+    write = text("CREATE TEMPORARY TABLE written (id int)")
+    try:
+        with unpinged.connect() as conn:
+            # This connection's server now refuses writes: what a demoted primary does.
+            conn.execute(text("SET SESSION default_transaction_read_only = on"))
+            conn.commit()
+            demoted = conn.scalar(BACKEND_PID)
+        with pytest.raises(InternalError, match="read-only transaction"):
+            with unpinged.begin() as conn:
+                conn.execute(write)
+        # retried_transaction's second run goes to a fresh connection, which writes.
+        assert retried_transaction(unpinged, lambda conn: conn.scalar(BACKEND_PID)) != demoted
+        with unpinged.begin() as conn:
+            conn.execute(write)
+    finally:
+        unpinged.dispose()

@@ -13,8 +13,8 @@ from importlib import resources
 from typing import TypeVar
 from urllib.parse import quote
 
-from sqlalchemy import Connection, Engine, create_engine, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.exc import DBAPIError
 
 from app.core.settings import Settings
@@ -61,10 +61,23 @@ def _hosts_as_query(database_url: str) -> str:
     return f"{scheme}://{userinfo}{at}/{path}?{query}"
 
 
+# SQLSTATE read_only_sql_transaction: the server refused a write, as a demoted primary does
+# (or the one an old address still resolves to after a failover).
+READ_ONLY_SQL_TRANSACTION = "25006"
+
+
+def _refused_write_means_primary_lost(context: ExceptionContext) -> None:
+    """Treat the error as a lost connection: SQLAlchemy then empties the pool, and the next
+    connection finds the primary (``target_session_attrs=read-write``) instead of writing to a
+    standby for as long as the pooled connections live."""
+    if getattr(context.original_exception, "pgcode", None) == READ_ONLY_SQL_TRANSACTION:
+        context.is_disconnect = True
+
+
 def make_engine(
     settings: Settings, *, pool_size: int = 5, pre_ping: bool = True, autocommit: bool = False
 ) -> Engine:
-    return create_engine(
+    engine = create_engine(
         sqlalchemy_url(settings.database_url),
         pool_size=pool_size,
         max_overflow=pool_size,
@@ -72,6 +85,8 @@ def make_engine(
         connect_args={"connect_timeout": 5, "application_name": "notification-service"},
         **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
     )
+    event.listen(engine, "handle_error", _refused_write_means_primary_lost)
+    return engine
 
 
 @contextmanager
