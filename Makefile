@@ -4,6 +4,7 @@
 # make test also installs docker-compose from Debian's packages (tests/test_deploy.py runs
 # `docker-compose config` on docker/docker-compose.yml; no Docker engine is needed for that).
 # `make test` also installs Debian's chromium if missing: the inbox page test drives it.
+# redis-sentinel (Debian's package) runs the Sentinels of the Redis failover test.
 
 VENV    := .venv
 BIN     := $(VENV)/bin
@@ -36,9 +37,10 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 services:
-	@if ! command -v pg_ctlcluster >/dev/null || ! command -v redis-server >/dev/null; then \
-	  echo "installing PostgreSQL and Redis from Debian's packages"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server; \
+	@if ! command -v pg_ctlcluster >/dev/null || ! command -v redis-server >/dev/null \
+	    || ! command -v redis-sentinel >/dev/null; then \
+	  echo "installing PostgreSQL, Redis and Redis Sentinel from Debian's packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server redis-sentinel; \
 	fi
 	@if ! pg_isready -q -h 127.0.0.1 -p 5432; then \
 	  echo "starting PostgreSQL"; \

@@ -80,7 +80,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
     )
     engine = process.engine
     publisher = TaskPublisher(make_celery(settings), process.redis)
-    listener = WakeListener(settings.redis_url)
+    listener = WakeListener(settings)
     listener.subscribe()  # before "started": a wake-up sent after that line is never missed
     export_gauges(engine, process.redis)
     metrics.serve_metrics(settings.relay_metrics_port, "relay")

@@ -10,6 +10,7 @@ from celery import Celery
 from kombu.entity import Queue
 
 from app.core.domain import Channel, Priority
+from app.core.redis_clients import broker_transport_options, broker_url
 from app.core.routing import PRIORITY_SEP, PRIORITY_STEPS
 from app.core.settings import Settings
 
@@ -19,7 +20,7 @@ BROKER_SOCKET_TIMEOUT_SECONDS = 5.0
 
 
 def make_celery(settings: Settings) -> Celery:
-    celery = Celery("notifications", broker=settings.redis_url, include=["tasks.deliver"])
+    celery = Celery("notifications", broker=broker_url(settings), include=["tasks.deliver"])
     celery.conf.update(
         # The one Settings of the process, for the task to build its context from.
         **{SETTINGS_KEY: settings},
@@ -46,6 +47,8 @@ def make_celery(settings: Settings) -> Celery:
             "socket_connect_timeout": BROKER_CONNECT_TIMEOUT_SECONDS,
             "socket_timeout": BROKER_SOCKET_TIMEOUT_SECONDS,
             "socket_keepalive": True,
+            # With REDIS_SENTINELS: which master to ask the Sentinels for.
+            **broker_transport_options(settings, timeout=5.0),
         },
         broker_connection_timeout=BROKER_CONNECT_TIMEOUT_SECONDS,
         broker_connection_retry_on_startup=True,

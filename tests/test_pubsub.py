@@ -7,6 +7,7 @@ import threading
 import redis
 
 from app.core import inbox_events
+from app.core.settings import Settings
 from app.core.wake import WakeListener, wake_relay
 from tests.conftest import TEST_REDIS_URL
 
@@ -17,7 +18,7 @@ def test_a_deployment_on_another_redis_database_neither_wakes_our_relay_nor_sees
     redis_client: redis.Redis,
 ) -> None:
     other = redis.Redis.from_url(TEST_REDIS_URL.rsplit("/", 1)[0] + f"/{OTHER_DATABASE}")
-    listener = WakeListener(TEST_REDIS_URL)
+    listener = WakeListener(Settings(redis_url=TEST_REDIS_URL))
     listener.subscribe()
     subscriber = redis_client.pubsub(ignore_subscribe_messages=True)
     subscriber.subscribe(

@@ -5,13 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask import current_app
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from app.api.ingest import AcceptWriter
 from app.api.keys import KeyCache
 from app.api.live.hub import Hub
 from app.api.ratelimit import RateLimiter
 from app.core.db import ANSWER_GRACE_SECONDS
-from app.core.process import ProcessContext, redis_client
+from app.core.process import ProcessContext
+from app.core.redis_clients import redis_client
 from app.core.settings import Settings
 from app.core.wake import Waker
 
@@ -42,12 +45,16 @@ class ApiContext(ProcessContext):
                 answer_within=settings.database_statement_timeout_ms / 1000 + ANSWER_GRACE_SECONDS,
             ),
             rate_limiter=RateLimiter(
-                redis_client(settings, settings.rate_limit_timeout_ms / 1000, retries=0),
+                redis_client(
+                    settings,
+                    timeout=settings.rate_limit_timeout_ms / 1000,
+                    retry=Retry(NoBackoff(), 0),
+                ),
                 settings.rate_limit_per_second,
                 settings.rate_limit_burst,
             ),
             hub=Hub(
-                settings.redis_url,
+                settings,
                 settings.ws_max_connections,
                 settings.ws_max_connections_per_user,
             ),

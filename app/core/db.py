@@ -15,11 +15,12 @@ from contextlib import contextmanager
 from functools import lru_cache
 from importlib import resources
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import psycopg2
 import psycopg2.extensions
-from sqlalchemy import Connection, Engine, create_engine, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.exc import DBAPIError
 
 from app.core.settings import Settings
@@ -27,8 +28,56 @@ from app.core.settings import Settings
 
 def sqlalchemy_url(database_url: str) -> URL:
     """DATABASE_URL as SQLAlchemy should open it: always through psycopg2, the chosen driver
-    (SQLAlchemy 2.1 would pick psycopg 3 for a bare ``postgresql://``)."""
-    return make_url(database_url).set(drivername="postgresql+psycopg2")
+    (SQLAlchemy 2.1 would pick psycopg 3 for a bare ``postgresql://``). A URL naming several
+    hosts (libpq's ``postgresql://u@a:5432,b:5433/db?target_session_attrs=read-write``) is
+    accepted too: see ``_hosts_as_query``."""
+    return make_url(_hosts_as_query(database_url)).set(drivername="postgresql+psycopg2")
+
+
+def _hosts_as_query(database_url: str) -> str:
+    """libpq's multi-host URL in the form SQLAlchemy parses: the host list moved to the query.
+
+    SQLAlchemy's URL parser takes one ``host:port`` only, but its psycopg2 dialect hands
+    ``?host=a,b&port=5432,5433`` to libpq as the same host list, which then tries each host in
+    turn (and, with ``target_session_attrs=read-write``, skips a standby). A URL with one host
+    is returned unchanged.
+    """
+    scheme, sep, rest = database_url.partition("://")
+    authority, _, tail = rest.partition("/")
+    userinfo, at, hostlist = authority.rpartition("@")
+    if not sep or "," not in hostlist:
+        return database_url
+    hosts, ports = [], []
+    for entry in hostlist.split(","):
+        # "[::1]:5433", "db1:5432" or "db2" (libpq's default port); brackets only shield an
+        # IPv6 address's colons, libpq's host list takes it bare.
+        host, port = entry, ""
+        if entry.startswith("["):
+            host, _, after = entry[1:].partition("]")
+            port = after.removeprefix(":")
+        elif ":" in entry:
+            host, port = entry.rsplit(":", 1)
+        hosts.append(host)
+        ports.append(port)
+    path, question, query = tail.partition("?")
+    moved = f"host={quote(','.join(hosts), safe=',')}"
+    if any(ports):
+        moved += f"&port={','.join(ports)}"
+    query = f"{moved}&{query}" if question and query else moved
+    return f"{scheme}://{userinfo}{at}/{path}?{query}"
+
+
+# SQLSTATE read_only_sql_transaction: the server refused a write, as a demoted primary does
+# (or the one an old address still resolves to after a failover).
+READ_ONLY_SQL_TRANSACTION = "25006"
+
+
+def _refused_write_means_primary_lost(context: ExceptionContext) -> None:
+    """Treat the error as a lost connection: SQLAlchemy then empties the pool, and the next
+    connection finds the primary (``target_session_attrs=read-write``) instead of writing to a
+    standby for as long as the pooled connections live."""
+    if getattr(context.original_exception, "pgcode", None) == READ_ONLY_SQL_TRANSACTION:
+        context.is_disconnect = True
 
 
 # How long past its statement_timeout a silent server is waited for: a live server cancels
@@ -67,7 +116,7 @@ def make_engine(
         if given
         else deadlines
     )
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
@@ -82,6 +131,8 @@ def make_engine(
         },
         **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
     )
+    event.listen(engine, "handle_error", _refused_write_means_primary_lost)
+    return engine
 
 
 def install_deadlines() -> None:

@@ -9,26 +9,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Self
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from sqlalchemy import Engine
 
 from app.core.db import make_engine
+from app.core.redis_clients import redis_client
 from app.core.settings import Settings
-
-
-def redis_client(
-    settings: Settings, timeout_seconds: float, *, retries: int | None = None
-) -> redis.Redis:
-    """A client of the settings' Redis whose every connect and command gives up after
-    ``timeout_seconds``; ``retries=0`` also turns off redis-py's retries, for callers that must
-    not wait on a hung Redis more than once."""
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=timeout_seconds,
-        socket_connect_timeout=timeout_seconds,
-        **({} if retries is None else {"retry": Retry(NoBackoff(), retries)}),
-    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,7 +55,7 @@ class ProcessContext:
                 autocommit=True,
                 statement_timeout_ms=statement_timeout_ms,
             ),
-            redis=redis_client(settings, redis_timeout_seconds),
+            redis=redis_client(settings, timeout=redis_timeout_seconds),
         )
 
     @classmethod

@@ -54,7 +54,9 @@ class Settings:
     database_url: str = _setting(
         "DATABASE_URL",
         "postgresql://postgres@127.0.0.1:5432/notifications",
-        "PostgreSQL URL (the source of truth). `?sslmode=require` etc. pass through to libpq.",
+        "PostgreSQL URL (the source of truth). `?sslmode=require` etc. pass through to libpq."
+        " Several hosts (`postgresql://u@db1:5432,db2:5432/notifications"
+        "?target_session_attrs=read-write`) are tried in turn: connections go to the primary.",
     )
     database_connect_timeout_seconds: int = _setting(
         "DATABASE_CONNECT_TIMEOUT_SECONDS",
@@ -82,6 +84,16 @@ class Settings:
     )
     redis_url: str = _setting(
         "REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL: Celery broker and readiness check."
+    )
+    redis_sentinels: str = _setting(
+        "REDIS_SENTINELS",
+        "",
+        "Comma-separated `host:port` of Redis Sentinels; set, every client (Celery's too) asks"
+        " them for the master and follows a failover, and `REDIS_URL` gives only the database"
+        " number and credentials. Empty = `REDIS_URL` is the server.",
+    )
+    redis_sentinel_master: str = _setting(
+        "REDIS_SENTINEL_MASTER", "mymaster", "Name under which the Sentinels monitor the master."
     )
     api_host: str = _setting("API_HOST", "0.0.0.0", "Address `notification-service api` binds.")
     api_port: int = _setting("API_PORT", 8080, "Port `notification-service api` binds.")
@@ -364,6 +376,13 @@ class Settings:
             self.allowed_webhook_networks()
         except ValueError as exc:
             raise SettingsError(f"WEBHOOK_ALLOWED_NETWORKS: {exc}") from None
+        try:
+            self.redis_sentinel_addresses()
+        except ValueError as exc:
+            raise SettingsError(f"REDIS_SENTINELS: {exc}") from None
+        if self.redis_sentinels and self.redis_url.startswith("rediss://"):
+            # kombu's Sentinel transport takes TLS from broker_use_ssl, which is not wired up.
+            raise SettingsError("REDIS_SENTINELS: TLS to Redis (rediss://) is not supported")
         if self.sms_max_segments < 1:
             raise SettingsError("SMS_MAX_SEGMENTS: must be at least 1")
         if not 1200 <= self.apns_token_refresh_seconds < 3600:
@@ -407,6 +426,18 @@ class Settings:
             for part in self.webhook_allowed_networks.split(",")
             if part.strip()
         ]
+
+    def redis_sentinel_addresses(self) -> list[tuple[str, int]]:
+        """``REDIS_SENTINELS`` parsed; raises ValueError for an entry that is not host:port."""
+        addresses = []
+        for part in self.redis_sentinels.split(","):
+            if not part.strip():
+                continue
+            host, _, port = part.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"not host:port: {part.strip()!r}")
+            addresses.append((host.strip("[]"), int(port)))
+        return addresses
 
     def __repr__(self) -> str:
         shown = (

@@ -14,6 +14,8 @@ import time
 import redis
 
 from app.core.pubsub import channel
+from app.core.redis_clients import redis_client
+from app.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,10 @@ class Waker:
 class WakeListener:
     """The relay's side: blocks until a wake-up, a timeout or a stop; survives Redis restarts."""
 
-    def __init__(self, redis_url: str) -> None:
-        self._client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+    def __init__(self, settings: Settings) -> None:
+        # Through Sentinel, if configured: a subscription lost in a failover is made again on
+        # the promoted master.
+        self._client = redis_client(settings, timeout=5)
         self._pubsub: redis.client.PubSub | None = None
 
     def wait(self, timeout: float, stop: threading.Event) -> bool:

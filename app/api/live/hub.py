@@ -27,6 +27,8 @@ from redis.retry import Retry
 from app.core import metrics
 from app.core.inbox_events import CHANNEL_PREFIX, user_channel
 from app.core.pubsub import channel as scoped_channel
+from app.core.redis_clients import redis_client
+from app.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +77,16 @@ class Mailbox:
 
 
 class Hub:
-    def __init__(self, redis_url: str, max_connections: int, max_per_user: int = 10) -> None:
+    def __init__(self, settings: Settings, max_connections: int, max_per_user: int = 10) -> None:
         self.max_connections = max_connections
         self.max_per_user = max_per_user
         # Errors surface at once (no silent internal retry), so the listener always knows that
-        # it reconnected and that its sockets must catch up from the database.
-        self._client = redis.Redis.from_url(
-            redis_url,
+        # it reconnected (to the promoted master, after a Sentinel failover) and that its
+        # sockets must catch up from the database.
+        self._client = redis_client(
+            settings,
+            timeout=5,
             socket_connect_timeout=2,
-            socket_timeout=5,
             socket_keepalive=True,
             retry=Retry(NoBackoff(), 0),
             client_name=CLIENT_NAME,
