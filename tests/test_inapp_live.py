@@ -433,7 +433,7 @@ def test_a_socket_catches_up_from_the_database_when_its_process_loses_redis(
     assert tab.nothing_within(0.5)
 
 
-def test_a_read_mark_missed_while_the_process_lost_redis_reaches_the_socket_after(
+def test_marks_missed_while_the_process_lost_redis_reach_the_socket_after(
     processes: Processes, api_key: str, redis_client: redis.Redis
 ) -> None:
     processes.relay()
@@ -446,8 +446,8 @@ def test_a_read_mark_missed_while_the_process_lost_redis_reaches_the_socket_afte
         post(api, api_key, in_app("ivy", body))
     first, second = tab.next()["item"], tab.next()["item"]
 
-    # Cut the listener's pub/sub connection, then mark an item read at once: the publish finds
-    # no one, and the socket's catch-up from the database must carry the mark.
+    # Cut the listener's pub/sub connection, then mark one item read and delete the other at
+    # once: the publishes find no one, and the socket's catch-up must carry both marks.
     db = str(redis_client.connection_pool.connection_kwargs.get("db", 0))
     [hub] = [
         c
@@ -455,8 +455,10 @@ def test_a_read_mark_missed_while_the_process_lost_redis_reaches_the_socket_afte
         if c["name"] == CLIENT_NAME and c["db"] == db and int(c["sub"]) > 0
     ]
     redis_client.client_kill_filter(_id=hub["id"])
-    status, _ = call("POST", f"{api}/api/v1/users/ivy/inbox/{first['id']}/read", api_key)
-    assert status == 200
+    read, _ = call("POST", f"{api}/api/v1/users/ivy/inbox/{first['id']}/read", api_key)
+    deleted, _ = call("DELETE", f"{api}/api/v1/users/ivy/inbox/{second['id']}", api_key)
+    assert (read, deleted) == (200, 204)
 
-    assert tab.next() == {"type": "read", "ids": [first["id"]], "unreadCount": 1}
-    assert tab.next() == {"type": "ready", "unreadCount": 1, "cursor": second["cursor"]}
+    assert tab.next() == {"type": "read", "ids": [first["id"]], "unreadCount": 0}
+    assert tab.next() == {"type": "deleted", "ids": [second["id"]], "unreadCount": 0}
+    assert tab.next() == {"type": "ready", "unreadCount": 0, "cursor": second["cursor"]}
