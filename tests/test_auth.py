@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -194,31 +196,117 @@ def test_database_tls_mode_passes_through_database_url(settings: Settings) -> No
     assert allowed.returncode == 0
 
 
+class SlowRedis:
+    """A TCP proxy in front of the test Redis that holds every reply for ``delay`` seconds, as a
+    Redis a few milliseconds away: requests arriving together are then sure to overlap at the
+    lease fetch, however the threads are scheduled."""
+
+    def __init__(self, target: str, delay: float) -> None:
+        host, port = target.removeprefix("redis://").split("/")[0].split(":")
+        self.upstream = (host, int(port))
+        self.delay = delay
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.server.getsockname()[1]}/{target.rsplit('/', 1)[1]}"
+        self.sockets: list[socket.socket] = [self.server]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream, timeout=10)
+            self.sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, 0.0), daemon=True).start()
+            threading.Thread(
+                target=self._pump, args=(upstream, client, self.delay), daemon=True
+            ).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket, delay: float) -> None:
+        try:
+            while data := source.recv(65536):
+                time.sleep(delay)
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+
+@pytest.fixture
+def slow_redis(redis_client: redis.Redis) -> Iterator[redis.Redis]:
+    kwargs = redis_client.connection_pool.connection_kwargs
+    proxy = SlowRedis(f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs['db']}", delay=0.05)
+    client = redis.Redis.from_url(proxy.url, socket_timeout=5)
+    yield client
+    client.close()
+    proxy.close()
+
+
 def test_concurrent_requests_spend_no_more_of_the_bucket_than_they_use(
-    settings: Settings, redis_client: redis.Redis
+    slow_redis: redis.Redis, redis_client: redis.Redis
 ) -> None:
     # No refill within the test: what leaves the bucket is what was taken.
-    limiter = RateLimiter(redis_client, per_second=0.001, burst=1000)  # leases of 50
+    limiter = RateLimiter(slow_redis, per_second=0.001, burst=1000)  # leases of 50
     key_id = uuid.uuid4()
-    start = threading.Barrier(8)
+    threads_count, per_thread = 16, 5  # 80 requests: two leases' worth
+    start = threading.Barrier(threads_count)
     refused: list[ApiError] = []
 
     def requests() -> None:
         start.wait()
-        for _ in range(50):
+        for _ in range(per_thread):
             try:
                 limiter.check(key_id)
             except ApiError as exc:
                 refused.append(exc)
-            time.sleep(0.0005)  # a request's own I/O, during which the others run
 
-    threads = [threading.Thread(target=requests) for _ in range(8)]
+    threads = [threading.Thread(target=requests) for _ in range(threads_count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
 
+    used = threads_count * per_thread
     tokens = float(redis_client.hget(f"ratelimit:{key_id}", "tokens") or 0)
-    assert refused == []  # 400 requests against a burst of 1000
-    # The bucket gave the 400 and at most the one lease still unspent.
-    assert 1000 - 400 - limiter.lease_size <= tokens < 1000 - 400 + 1
+    assert refused == []  # 80 requests against a burst of 1000
+    # The bucket gave the 80 and at most the one lease still unspent, however many requests
+    # found the process's lease empty at the same moment.
+    assert 1000 - used - limiter.lease_size <= tokens < 1000 - used + 1
+
+
+def test_requests_waiting_for_a_lease_fetch_share_its_refusal_or_its_outage(
+    slow_redis: redis.Redis, redis_client: redis.Redis
+) -> None:
+    empty, unreachable = uuid.uuid4(), uuid.uuid4()
+    now = redis_client.time()
+    redis_client.hset(f"ratelimit:{empty}", mapping={"tokens": "0", "at": f"{now[0] + 60}"})
+    limiters = {
+        empty: RateLimiter(slow_redis, per_second=0.001, burst=1000),
+        unreachable: RateLimiter(
+            redis.Redis.from_url("redis://127.0.0.1:1/0"), per_second=0.001, burst=1000
+        ),
+    }
+    answers: dict[uuid.UUID, list[str]] = {empty: [], unreachable: []}
+    start = threading.Barrier(16)
+
+    def request(key_id: uuid.UUID) -> None:
+        start.wait()
+        try:
+            limiters[key_id].check(key_id)
+            answers[key_id].append("through")
+        except ApiError as exc:
+            answers[key_id].append(exc.code)
+
+    threads = [threading.Thread(target=request, args=(k,)) for k in (empty, unreachable) * 8]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    # An empty bucket refuses every request; a limiter without Redis refuses none.
+    assert answers == {empty: ["rate_limited"] * 8, unreachable: ["through"] * 8}

@@ -191,9 +191,11 @@ def test_read_over_rest_reaches_the_socket_and_read_over_the_socket_reaches_rest
     inbox = f"{api}/api/v1/users/mia/inbox"
 
     status, marked = call("POST", f"{inbox}/{first['id']}/read", api_key)
+    # Checked before waiting on the socket: a refused mark publishes nothing, and would
+    # otherwise show only as "nothing received" instead of its own answer.
+    assert status == 200 and marked["readAt"] is not None, marked
     over_socket = tab.next()
 
-    assert status == 200 and marked["readAt"] is not None
     assert over_socket == {"type": "read", "ids": [first["id"]], "unreadCount": 1}
 
     tab.ws.send(json.dumps({"type": "read", "ids": [second["id"]]}))
@@ -429,3 +431,34 @@ def test_a_socket_catches_up_from_the_database_when_its_process_loses_redis(
     )
     assert tab.next()["type"] == "ready"
     assert tab.nothing_within(0.5)
+
+
+def test_marks_missed_while_the_process_lost_redis_reach_the_socket_after(
+    processes: Processes, api_key: str, redis_client: redis.Redis
+) -> None:
+    processes.relay()
+    processes.worker(queues="inapp")
+    port = free_port()
+    processes.api(port, API_WORKERS="1")
+    api = f"http://127.0.0.1:{port}"
+    tab = Tab.open(api, api_key, "ivy")
+    for body in ("first", "second"):
+        post(api, api_key, in_app("ivy", body))
+    first, second = tab.next()["item"], tab.next()["item"]
+
+    # Cut the listener's pub/sub connection, then mark one item read and delete the other at
+    # once: the publishes find no one, and the socket's catch-up must carry both marks.
+    db = str(redis_client.connection_pool.connection_kwargs.get("db", 0))
+    [hub] = [
+        c
+        for c in redis_client.client_list()
+        if c["name"] == CLIENT_NAME and c["db"] == db and int(c["sub"]) > 0
+    ]
+    redis_client.client_kill_filter(_id=hub["id"])
+    read, _ = call("POST", f"{api}/api/v1/users/ivy/inbox/{first['id']}/read", api_key)
+    deleted, _ = call("DELETE", f"{api}/api/v1/users/ivy/inbox/{second['id']}", api_key)
+    assert (read, deleted) == (200, 204)
+
+    assert tab.next() == {"type": "read", "ids": [first["id"]], "unreadCount": 0}
+    assert tab.next() == {"type": "deleted", "ids": [second["id"]], "unreadCount": 0}
+    assert tab.next() == {"type": "ready", "unreadCount": 0, "cursor": second["cursor"]}

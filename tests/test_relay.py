@@ -217,20 +217,47 @@ def test_relay_still_polls_when_the_wake_up_is_lost(processes: Processes, engine
 def test_wake_ups_right_after_a_claim_are_gathered_into_one_task(
     processes: Processes, engine: Engine, redis_client: redis.Redis
 ) -> None:
+    gather = 1.5
     processes.relay(
-        RELAY_GATHER_MS="1500", RELAY_POLL_INTERVAL_MS="60000", SWEEPER_INTERVAL_SECONDS="600"
+        RELAY_GATHER_MS=str(int(gather * 1000)),
+        RELAY_POLL_INTERVAL_MS="60000",
+        SWEEPER_INTERVAL_SECONDS="600",
     )
-    # A steady stream: one row committed and the relay woken every 50 ms, as API batches do.
-    for index in range(4):
-        insert_backlog(engine, 1, prefix=f"stream{index}")
-        wake_relay(redis_client)
-        time.sleep(0.05)
 
-    wait_for(lambda: outbox_counts(engine) == {"DISPATCHED": 4}, timeout=10, what="dispatch")
-    # The first wake-up came within the gather window of the start-up claim, so the relay let
-    # every row arrive and published them together; without it, one task per wake-up.
-    tasks = [delivery_ids_in([message]).total() for message in queued_messages(redis_client)]
-    assert tasks == [4]
+    def attempt(n: int) -> tuple[list[int], bool]:
+        """One lead row, claimed at once, then a stream of four right after that claim: the
+        tasks published, and whether the stream really fell within the claim's gather window."""
+        time.sleep(gather)  # past the window of any earlier claim: the lead is claimed at once
+        for name in EMAIL_LISTS:
+            redis_client.delete(name)
+        # The lead's claim starts after its wake-up, so no earlier than this: its window ends
+        # no earlier than one gather later.
+        window_ends_after = time.monotonic() + gather
+        insert_backlog(engine, 1, prefix=f"lead{n}-")
+        wake_relay(redis_client)
+        wait_for(lambda: queue_length(redis_client) == 1, timeout=10, interval=0.01, what="lead")
+        # A steady stream: one row committed and the relay woken every 50 ms, as API batches do.
+        for index in range(4):
+            insert_backlog(engine, 1, prefix=f"stream{n}-{index}-")
+            wake_relay(redis_client)
+            time.sleep(0.05)
+        in_window = time.monotonic() < window_ends_after
+        wait_for(lambda: outbox_counts(engine) == {"DISPATCHED": 5 * (n + 1)}, timeout=10)
+        tasks = [delivery_ids_in([message]).total() for message in queued_messages(redis_client)]
+        return tasks, in_window
+
+    # The window is counted from the relay's claim; a machine too busy to commit four rows
+    # within it (seen under load) makes the stream late, which says nothing about the relay:
+    # such an attempt is repeated, a split stream inside the window fails the test.
+    for n in range(3):
+        tasks, in_window = attempt(n)
+        if in_window:
+            break
+    else:
+        raise AssertionError("three attempts could not stream four rows within the window")
+    # The stream's first wake-up came within the gather window of the lead's claim, so the
+    # relay let every row arrive and published them together; without it, one task per wake-up.
+    assert sorted(tasks) == [1, 4]
 
 
 def test_the_relay_vacuums_the_outbox_it_churns(processes: Processes, engine: Engine) -> None:

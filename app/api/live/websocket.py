@@ -168,7 +168,9 @@ def _serve(ws: Server, found: ApiContext, owner: Owner, mailbox: Mailbox, after:
     # The socket's reader thread (simple-websocket) and the hub's listener both set this one
     # event, so this thread sleeps until there is something to read or something to send.
     ws.event = mailbox.wake
-    last = _catch_up(ws, found, owner, after)
+    # The ids of the unread items this socket has sent: what the client shows as unread.
+    shown: set[str] = set()
+    last = _catch_up(ws, found, owner, after, shown)
     while True:
         mailbox.wake.clear()
         while (raw := ws.receive(timeout=0)) is not None:
@@ -179,20 +181,24 @@ def _serve(ws: Server, found: ApiContext, owner: Owner, mailbox: Mailbox, after:
             raise Closed(4429, "too slow to read events; reconnect with your cursor")
         if mailbox.resync:
             mailbox.resync = False
-            last = _catch_up(ws, found, owner, last)
+            _send_marks_missed(ws, found, owner, shown)
+            last = _catch_up(ws, found, owner, last, shown)
         for event in mailbox.take():
             if event["type"] == "item":
                 position = inbox.decode_cursor(event["item"]["cursor"])
                 if position <= last:
                     continue  # already sent with the backlog
                 last = position
+                shown.add(event["item"]["id"])
+            else:
+                shown.difference_update(event.get("ids", ()))
             ws.send(orjson.dumps(event).decode())
         if not ws.connected:
             return
         mailbox.wake.wait(30)
 
 
-def _catch_up(ws: Server, found: ApiContext, owner: Owner, after: int) -> int:
+def _catch_up(ws: Server, found: ApiContext, owner: Owner, after: int, shown: set[str]) -> int:
     """Send the unread items after position ``after``, then ``ready``; returns the last
     position sent."""
     with transaction(found.engine) as conn:
@@ -202,10 +208,28 @@ def _catch_up(ws: Server, found: ApiContext, owner: Owner, after: int) -> int:
     for item in items:
         ws.send(orjson.dumps(inbox_events.item_event(item, unread)).decode())
         last = inbox.decode_cursor(item["cursor"])
+        shown.add(item["id"])
     ready: dict[str, Any] = {"type": "ready", "unreadCount": unread}
     ready["cursor"] = inbox.encode_cursor(last) if last else None
     ws.send(orjson.dumps(ready).decode())
     return last
+
+
+def _send_marks_missed(ws: Server, found: ApiContext, owner: Owner, shown: set[str]) -> None:
+    """After the hub lost Redis: the read and delete marks it missed, as the events it would
+    have forwarded, for the items this socket showed as unread (new items follow with the
+    catch-up)."""
+    with transaction(found.engine) as conn:
+        unread_now = {item["id"] for item in inbox.unread_after(conn, *owner, None)}
+        gone = sorted(shown - unread_now)
+        read = [i for i in gone if inbox.get(conn, *owner, uuid.UUID(i)) is not None]
+        unread = inbox.unread_count(conn, *owner)
+    deleted = [i for i in gone if i not in read]
+    if read:
+        ws.send(orjson.dumps(inbox_events.read_event(read, unread)).decode())
+    if deleted:
+        ws.send(orjson.dumps(inbox_events.deleted_event(deleted, unread)).decode())
+    shown.difference_update(gone)
 
 
 def _handle(ws: Server, found: ApiContext, owner: Owner, raw: str | bytes) -> None:
