@@ -132,6 +132,7 @@ def test_redis_master_dies_and_sentinel_promotes_the_replica_losing_nothing(
     sentinels: list[PrivateSentinel] = []
     processes: Processes | None = None
     tab: Tab | None = None
+    reading = threading.Event()  # set: the socket's reader stops
     try:
         master.start()
         replica.start()
@@ -163,7 +164,6 @@ def test_redis_master_dies_and_sentinel_promotes_the_replica_losing_nothing(
         processes.worker("inapp", WORKER_CONCURRENCY="1")
         tab = Tab.open(base, key, "ana")
         items: dict[str, dict[str, Any]] = {}
-        reading = threading.Event()
         reader = threading.Thread(target=_read_items, args=(tab, items, reading))
         reader.start()
 
@@ -216,6 +216,7 @@ def test_redis_master_dies_and_sentinel_promotes_the_replica_losing_nothing(
             r.message["Message-ID"].strip("<>").split("@")[0] for r in list(smtp.received)
         )
     finally:
+        reading.set()
         if tab is not None:
             tab.close()
         if processes is not None:
