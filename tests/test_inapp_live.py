@@ -19,6 +19,7 @@ from app.api.live.hub import CLIENT_NAME, MAILBOX_LIMIT
 from app.api.live.websocket import MAX_MESSAGE_BYTES
 from app.core.inbox_events import deleted_event, inbox_of, user_channel
 from app.core.settings import Settings
+from app.store.inbox import encode_cursor
 from tasks.deliver import WorkerContext, deliver_ids
 from tests.conftest import WS_TOKEN_SECRET
 from tests.helpers.inbox import Tab, call, in_app
@@ -462,3 +463,36 @@ def test_marks_missed_while_the_process_lost_redis_reach_the_socket_after(
     assert tab.next() == {"type": "read", "ids": [first["id"]], "unreadCount": 0}
     assert tab.next() == {"type": "deleted", "ids": [second["id"]], "unreadCount": 0}
     assert tab.next() == {"type": "ready", "unreadCount": 0, "cursor": second["cursor"]}
+
+
+def test_items_published_out_of_position_order_both_reach_the_socket(
+    processes: Processes, api_key: str, redis_client: redis.Redis
+) -> None:
+    # Two workers each publish after their own commit, so a user's items can arrive in the
+    # opposite order of their positions: the later-published, lower one is no repeat.
+    port = free_port()
+    processes.api(port, API_WORKERS="1")
+    tab = Tab.open(f"http://127.0.0.1:{port}", api_key, "olga")
+    channel = user_channel(redis_client, inbox_of("default", "olga"))
+
+    def item(position: int) -> bytes:
+        view = {
+            "id": f"00000000-0000-4000-8000-{position:012d}",
+            "notificationId": "00000000-0000-4000-8000-000000000000",
+            "category": "TRANSACTIONAL",
+            "title": None,
+            "body": f"position {position}",
+            "data": None,
+            "createdAt": "2026-12-04T00:00:00+00:00",
+            "readAt": None,
+            "cursor": encode_cursor(position),
+        }
+        return json.dumps({"type": "item", "item": view, "unreadCount": 2}).encode()
+
+    assert redis_client.publish(channel, item(900002)) == 1
+    assert redis_client.publish(channel, item(900001)) == 1
+    assert redis_client.publish(channel, item(900002)) == 1  # a repeat is still dropped
+
+    bodies = [tab.next()["item"]["body"] for _ in range(2)]
+    assert bodies == ["position 900002", "position 900001"]
+    assert tab.nothing_within(0.5)

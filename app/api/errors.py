@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask, Response
 from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
@@ -87,9 +87,16 @@ def register_error_handlers(app: Flask) -> None:
             response.headers["Allow"] = ", ".join(getattr(error, "valid_methods", None) or [])
         return response
 
-    @app.errorhandler(OperationalError)
+    @app.errorhandler(DBAPIError)
+    def _database_error(error: DBAPIError) -> Response:
+        # A connection the driver lost or that a demoted primary holds (app/core/db.py marks a
+        # read-only refusal so) is the database being unavailable; anything else is a bug.
+        if isinstance(error, OperationalError) or error.connection_invalidated:
+            return _database_unavailable(error)
+        return _unexpected(error)
+
     @app.errorhandler(PoolTimeout)
-    def _database_unavailable(error: OperationalError | PoolTimeout) -> Response:
+    def _database_unavailable(error: DBAPIError | PoolTimeout) -> Response:
         # Not the caller's fault and nothing was accepted: tell them to retry (with their
         # Idempotency-Key), rather than a bare 500. A pool with no connection free within the
         # connect deadline is an unavailable database too (every connection of it is stuck).

@@ -25,11 +25,11 @@ import orjson
 import psycopg2
 import psycopg2.errors
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app.api.errors import ApiError
 from app.api.schemas import NotificationCreate
-from app.core.db import transaction
+from app.core.db import READ_ONLY_SQL_TRANSACTION, transaction
 from app.store import notifications
 from app.store.accept import EXECUTE, NewDelivery, NewNotification, prepare, write_batch
 
@@ -210,10 +210,18 @@ class AcceptWriter:
         except psycopg2.Error as exc:
             if isinstance(exc, _REFUSED_BY_POSTGRESQL):
                 raise Refused.of(exc) from exc
-            lost = isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError)
+            # A write refused as read-only comes from a demoted primary: like a lost connection,
+            # the next batch must find the new primary on a fresh one.
+            lost = isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError) or (
+                exc.pgcode == READ_ONLY_SQL_TRANSACTION
+            )
             if lost and self._connection is not None:
                 self._connection.invalidate()
                 self._connection = None
+            if lost:
+                raise OperationalError(
+                    EXECUTE, None, exc, hide_parameters=True, connection_invalidated=True
+                ) from exc
             raise DBAPIError.instance(
                 EXECUTE,
                 None,

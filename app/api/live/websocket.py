@@ -170,7 +170,11 @@ def _serve(ws: Server, found: ApiContext, owner: Owner, mailbox: Mailbox, after:
     ws.event = mailbox.wake
     # The ids of the unread items this socket has sent: what the client shows as unread.
     shown: set[str] = set()
-    last = _catch_up(ws, found, owner, after, shown)
+    # Every item up to ``floor`` was sent by a catch-up; above it, ``sent`` holds the positions
+    # sent live. Two workers may publish a user's items out of position order (each publishes
+    # after its own commit), so an item below the highest one sent is not necessarily a repeat.
+    sent: set[int] = set()
+    floor = _catch_up(ws, found, owner, after, shown, sent)
     while True:
         mailbox.wake.clear()
         while (raw := ws.receive(timeout=0)) is not None:
@@ -182,13 +186,13 @@ def _serve(ws: Server, found: ApiContext, owner: Owner, mailbox: Mailbox, after:
         if mailbox.resync:
             mailbox.resync = False
             _send_marks_missed(ws, found, owner, shown)
-            last = _catch_up(ws, found, owner, last, shown)
+            floor = _catch_up(ws, found, owner, floor, shown, sent)
         for event in mailbox.take():
             if event["type"] == "item":
                 position = inbox.decode_cursor(event["item"]["cursor"])
-                if position <= last:
-                    continue  # already sent with the backlog
-                last = position
+                if position <= floor or position in sent:
+                    continue  # already sent, with a catch-up or live
+                sent.add(position)
                 shown.add(event["item"]["id"])
             else:
                 shown.difference_update(event.get("ids", ()))
@@ -198,17 +202,24 @@ def _serve(ws: Server, found: ApiContext, owner: Owner, mailbox: Mailbox, after:
         mailbox.wake.wait(30)
 
 
-def _catch_up(ws: Server, found: ApiContext, owner: Owner, after: int, shown: set[str]) -> int:
-    """Send the unread items after position ``after``, then ``ready``; returns the last
-    position sent."""
+def _catch_up(
+    ws: Server, found: ApiContext, owner: Owner, after: int, shown: set[str], sent: set[int]
+) -> int:
+    """Send the unread items after position ``after`` not sent live already, then ``ready``;
+    returns the position up to which every item is now sent. A user's positions commit in
+    order (app/store/inbox.py), so once one is read every lower one of the user is too."""
     with transaction(found.engine) as conn:
         items = inbox.unread_after(conn, *owner, after)
         unread = inbox.unread_count(conn, *owner)
     last = after
     for item in items:
-        ws.send(orjson.dumps(inbox_events.item_event(item, unread)).decode())
         last = inbox.decode_cursor(item["cursor"])
+        if last in sent:
+            continue
+        ws.send(orjson.dumps(inbox_events.item_event(item, unread)).decode())
         shown.add(item["id"])
+    last = max([last, *sent]) if items else max([after, *sent])
+    sent.clear()
     ready: dict[str, Any] = {"type": "ready", "unreadCount": unread}
     ready["cursor"] = inbox.encode_cursor(last) if last else None
     ws.send(orjson.dumps(ready).decode())
