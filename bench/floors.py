@@ -38,6 +38,9 @@ def notify_cost(engine: Engine, threads: int = 16, seconds: float = 4) -> tuple[
     A transaction that issued NOTIFY holds a global lock through its commit."""
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE IF EXISTS bench_notify; CREATE TABLE bench_notify (v int)"))
+    # A connection per client: the harness's pool is smaller, and its checkout deadline (the
+    # connect deadline) is shorter than a client would wait for another's connection.
+    engine = harness.make_engine(harness.SETTINGS, pool_size=threads)
 
     def run(statement: str) -> float:
         counts = [0] * threads
@@ -61,6 +64,7 @@ def notify_cost(engine: Engine, threads: int = 16, seconds: float = 4) -> tuple[
 
     plain = run("INSERT INTO bench_notify VALUES (1)")
     notified = run("INSERT INTO bench_notify VALUES (1); SELECT pg_notify('bench', '')")
+    engine.dispose()
     return plain, notified
 
 
