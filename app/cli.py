@@ -214,6 +214,10 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from app.api.keys import create_api_key
     from app.core.db import make_engine, migrate
 
+    # Ctrl-C (SIGINT) and SIGTERM stop everything, even when dev was started by a shell that
+    # runs background jobs with SIGINT ignored (which Python would otherwise keep ignoring).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     migrate(settings.database_url)
     engine = make_engine(settings, pool_size=1)
     issued = create_api_key(engine, "dev", SCOPES)
