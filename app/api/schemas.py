@@ -455,11 +455,15 @@ class ApiKeyCreate(_Camel):
     scopes: list[Scope] = Field(default=["send", "read"], min_length=1, max_length=3)
 
 
-class ApiKeyView(_Camel):
+class _KeyView(_Camel):
+    """Key views are built from rows and issued keys by field name and sent in camelCase."""
+
     model_config = ConfigDict(
         alias_generator=to_camel, serialize_by_alias=True, validate_by_name=True
     )
 
+
+class ApiKeyView(_KeyView):
     id: uuid.UUID
     project_id: str
     name: str
@@ -470,13 +474,9 @@ class ApiKeyView(_Camel):
     rotated_from: uuid.UUID | None
 
 
-class RotatedKeyView(_Camel):
+class RotatedKeyView(_KeyView):
     """A rotated key's replacement. Its webhook secret is the old key's, shown only when that
     key was issued: a stolen admin key cannot read it back by rotating."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel, serialize_by_alias=True, validate_by_name=True
-    )
 
     id: uuid.UUID
     project_id: str
@@ -497,12 +497,8 @@ class RotatedKeyView(_Camel):
         )
 
 
-class IssuedKeyView(_Camel):
+class IssuedKeyView(_KeyView):
     """A new key and its webhook signing secret: the only time either is shown."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel, serialize_by_alias=True, validate_by_name=True
-    )
 
     id: uuid.UUID
     project_id: str

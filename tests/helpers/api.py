@@ -42,9 +42,15 @@ def field_rules(response: Any) -> set[tuple[str, str]]:
     return {(f["field"], f["rule"]) for f in response.get_json()["error"]["fields"]}
 
 
-def delivery_of(client: FlaskClient, auth: dict[str, str], notification_id: str) -> dict[str, Any]:
+def delivery_of(
+    client: FlaskClient, auth: dict[str, str], notification_id: str, channel: str | None = None
+) -> dict[str, Any]:
+    """The notification's delivery on ``channel`` (its only one when None)."""
     body = client.get(f"/api/v1/notifications/{notification_id}", headers=auth).get_json()
-    return body["deliveries"][0]
+    if channel is None:
+        return body["deliveries"][0]
+    [delivery] = [d for d in body["deliveries"] if d["channel"] == channel]
+    return delivery
 
 
 def wait_delivery(
@@ -53,9 +59,10 @@ def wait_delivery(
     notification_id: str,
     status: str,
     timeout: float = 30,
+    channel: str | None = None,
 ) -> dict[str, Any]:
     def reached() -> dict[str, Any] | None:
-        delivery = delivery_of(client, auth, notification_id)
+        delivery = delivery_of(client, auth, notification_id, channel)
         return delivery if delivery["status"] == status else None
 
     return wait_for(reached, timeout, 0.1, f"delivery {status}")  # type: ignore[return-value]

@@ -8,8 +8,7 @@ from typing import Any
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
-from tests.helpers.api import post
-from tests.helpers.processes import wait_for
+from tests.helpers.api import post, wait_delivery
 
 APNS_TOKEN = "ab" * 32
 FCM_TOKEN = "fcm-token-0123456789:APA91bHunUUrE3m6"
@@ -42,13 +41,7 @@ def wait_push(
     timeout: float = 30,
 ) -> dict[str, Any]:
     """The notification's PUSH delivery once it reached ``status``."""
-
-    def reached() -> dict[str, Any] | None:
-        body = client.get(f"/api/v1/notifications/{notification_id}", headers=auth).get_json()
-        [delivery] = [d for d in body["deliveries"] if d["channel"] == "PUSH"]
-        return delivery if delivery["status"] == status else None
-
-    return wait_for(reached, timeout, 0.1, f"PUSH delivery {status}")  # type: ignore[return-value]
+    return wait_delivery(client, auth, notification_id, status, timeout, channel="PUSH")
 
 
 def device_states(engine: Engine) -> dict[str, tuple[bool, str | None]]:
