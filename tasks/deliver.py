@@ -17,7 +17,7 @@ from typing import Any
 
 from celery import Task, shared_task
 from sqlalchemy import Engine
-from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.core import metrics
 from app.core.db import retried_transaction, transaction
@@ -39,6 +39,7 @@ from tasks.channels.base import (
     Retryable,
     Sent,
 )
+from tasks.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class WorkerContext(ProcessContext):
 
     providers: dict[Channel, Provider]
     leases: Leases
+    recorder: Recorder
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerContext:
@@ -116,6 +118,7 @@ class WorkerContext(ProcessContext):
             process,
             providers=build_providers(process),
             leases=Leases(process.statements, settings.sweeper_lease_seconds),
+            recorder=Recorder(process.statements, settings.sweeper_lease_seconds),
         )
 
 
@@ -218,31 +221,10 @@ def _outcomes(
         metrics.PROVIDER_CALL_DURATION.labels(channel.value).observe(spent)
 
 
-def record(context: WorkerContext, result: DeliveryResult) -> str | None:
-    """Records one outcome with one guarded statement; returns the status applied (None when
-    this task no longer holds the delivery). The provider has answered, and a lost outcome
-    would be sent again: a database that is briefly away (a restart, a failover) is waited for
-    up to one lease, about as long as the sweeper leaves the delivery to this task anyway."""
-    deadline = time.monotonic() + context.settings.sweeper_lease_seconds
-    pause = 0.1
-    while True:
-        try:
-            applied = retried_transaction(
-                context.statements, lambda conn: deliveries.record_outcomes(conn, [result])
-            )
-            return applied.get(result.delivery_id)
-        except (OperationalError, InterfaceError):
-            if time.monotonic() + pause > deadline:
-                raise
-            log.warning("recording delivery %s failed; trying again", result.delivery_id)
-            time.sleep(pause)
-            pause = min(pause * 2, 2.0)
-
-
 def deliver_ids(context: WorkerContext, delivery_ids: Sequence[str]) -> list[DeliveryResult]:
-    """Deliver what this task can claim, recording each outcome as soon as the provider answers
-    it (a worker killed at any moment re-sends at most the message it was sending); returns the
-    results that must be retried later."""
+    """Deliver what this task can claim, each outcome durable before the next message is sent
+    (a worker killed at any moment re-sends at most the message this task was sending or
+    recording); returns the results that must be retried later."""
     lease = context.settings.sweeper_lease_seconds
     claimed = retried_transaction(
         context.statements,
@@ -260,7 +242,7 @@ def deliver_ids(context: WorkerContext, delivery_ids: Sequence[str]) -> list[Del
     retry: list[DeliveryResult] = []
     with context.leases.holding(list(messages.values())) as release:
         for result in send_all(context, list(messages.values())):
-            status = record(context, result)
+            status = context.recorder.record(result)
             release(messages[result.delivery_id])
             _observe(
                 rows[result.delivery_id],
