@@ -17,7 +17,8 @@ server → client
 Close codes: 4400 bad first message or cursor, 4401 invalid or expired token, 4408 no auth in
 time, 4409 the user already has WS_MAX_CONNECTIONS_PER_USER sockets on this process, 4429 client
 too slow to read its events, 1013 this process holds all the sockets it may,
-1011 Redis unavailable, 1001 server shutting down, 1008 no pong to the server's ping.
+1011 Redis or PostgreSQL unavailable (try again later; the process logs one warning, no
+traceback), 1001 server shutting down, 1008 no pong to the server's ping.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from flask import Blueprint
 from flask_sock import Sock
 from pydantic import BaseModel, Field, ValidationError
 from simple_websocket import ConnectionClosed, Server
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.api.context import ApiContext, api_context
 from app.api.errors import ApiError
@@ -95,6 +98,20 @@ def notifications(ws: Server) -> None:
         _session(ws, api_context())
     except Closed as closed:
         ws.close(closed.code, closed.reason)
+    except (DBAPIError, PoolTimeout) as exc:
+        if isinstance(exc, DBAPIError) and not (
+            isinstance(exc, OperationalError) or exc.connection_invalidated
+        ):
+            raise  # not an outage: a bug, logged with its traceback
+        # PostgreSQL lost or hung (what the REST routes answer 503 database_unavailable for):
+        # one line for operators, and a code that tells the client to come back.
+        cause = getattr(exc, "orig", exc)  # the driver's message: no SQL, no parameters
+        log.warning(
+            "socket closed: database unavailable: %s: %s",
+            type(cause).__name__,
+            str(cause).strip(),
+        )
+        ws.close(1011, "database unavailable; retry")
     finally:
         _linger(ws)
 
