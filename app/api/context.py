@@ -57,6 +57,7 @@ class ApiContext(ProcessContext):
                 settings,
                 settings.ws_max_connections,
                 settings.ws_max_connections_per_user,
+                settings.ws_max_pending,
             ),
         )
 

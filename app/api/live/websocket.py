@@ -16,7 +16,8 @@ server → client
 
 Close codes: 4400 bad first message or cursor, 4401 invalid or expired token, 4408 no auth in
 time, 4409 the user already has WS_MAX_CONNECTIONS_PER_USER sockets on this process, 4429 client
-too slow to read its events, 1013 this process holds all the sockets it may,
+too slow to read its events, 1013 this process holds all the sockets it may (WS_MAX_CONNECTIONS
+authenticated ones, or WS_MAX_PENDING that have not sent their auth message yet),
 1011 Redis or PostgreSQL unavailable (try again later; the process logs one warning, no
 traceback), 1001 server shutting down, 1008 no pong to the server's ping.
 """
@@ -94,8 +95,14 @@ def server_options(ping_interval_seconds: float) -> dict[str, Any]:
 
 
 def notifications(ws: Server) -> None:
+    found = api_context()
+    if not found.hub.admit_pending():
+        # Refused before anything is read: an unauthenticated flood costs a handshake each.
+        ws.close(1013, "too many sockets waiting to authenticate; retry")
+        _linger(ws)
+        return
     try:
-        _session(ws, api_context())
+        _session(ws, found)
     except Closed as closed:
         ws.close(closed.code, closed.reason)
     except (DBAPIError, PoolTimeout) as exc:
@@ -131,7 +138,18 @@ class Owner(NamedTuple):
 
 
 def _session(ws: Server, found: ApiContext) -> None:
-    owner, after = _authenticate(ws, found)
+    try:
+        owner, after = _authenticate(ws, found)
+        mailbox = _open(found, owner)
+    finally:
+        found.hub.release_pending()  # authenticated (and opened or refused), or gone
+    try:
+        _serve(ws, found, owner, mailbox, after)
+    finally:
+        found.hub.close(mailbox)
+
+
+def _open(found: ApiContext, owner: Owner) -> Mailbox:
     try:
         mailbox = found.hub.open(owner.inbox)
     except HubUnavailable:
@@ -140,10 +158,7 @@ def _session(ws: Server, found: ApiContext) -> None:
         raise Closed(4409, "too many open sockets for this user") from None
     if mailbox is None:
         raise Closed(1013, "server at capacity; retry")
-    try:
-        _serve(ws, found, owner, mailbox, after)
-    finally:
-        found.hub.close(mailbox)
+    return mailbox
 
 
 def _linger(ws: Server) -> None:
