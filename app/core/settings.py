@@ -66,10 +66,11 @@ class Settings:
     )
     database_statement_timeout_ms: int = _setting(
         "DATABASE_STATEMENT_TIMEOUT_MS",
-        3000,
+        2000,
         "Longest a statement of the API and the workers may run (`statement_timeout`); a"
         " PostgreSQL silent a second past it is taken for hung: the connection is dropped and"
-        " the API answers 503.",
+        " the API answers 503. With the pool's wait (`DATABASE_CONNECT_TIMEOUT_SECONDS`) that"
+        " is the 5 s within which a request is answered (see Deadlines).",
     )
     database_lock_timeout_ms: int = _setting(
         "DATABASE_LOCK_TIMEOUT_MS",
