@@ -118,11 +118,13 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
             # gevent: every connection is a greenlet, so a request waiting on PostgreSQL or
             # Redis costs a greenlet switch, not a thread switch and a fight for the GIL
             # (measured in bench/RESULTS.md). Each WebSocket holds its connection for its
-            # life; the sockets past WS_MAX_CONNECTIONS are refused, so HTTP always has its
+            # life; the sockets past WS_MAX_PENDING (not authenticated yet) and past
+            # WS_MAX_CONNECTIONS (authenticated) are refused, so HTTP always has its
             # API_CONNECTIONS.
             self.cfg.set("worker_class", "gevent")
             self.cfg.set(
-                "worker_connections", settings.api_connections + settings.ws_max_connections
+                "worker_connections",
+                settings.api_connections + settings.ws_max_connections + settings.ws_max_pending,
             )
             self.cfg.set("graceful_timeout", 20)
             self.cfg.set("child_exit", _child_exit)

@@ -114,6 +114,14 @@ def run(settings: Settings, stop: threading.Event) -> None:
                     if redriven:
                         metrics.SWEEPER_REDRIVEN.inc(redriven)
                         continue
+            except redis.RedisError as exc:
+                # An outage, not a bug: one line per cycle (the claim rolled back, nothing lost).
+                log.warning(
+                    "relay cycle failed, Redis unavailable (%s: %s); retrying after the poll"
+                    " interval",
+                    type(exc).__name__,
+                    exc,
+                )
             except Exception:
                 log.exception("relay cycle failed; retrying after the poll interval")
             listener.wait(poll_seconds, stop)

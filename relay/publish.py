@@ -55,16 +55,18 @@ class TaskPublisher:
         """Publish every event; raises if Redis refuses, so the caller's claim rolls back."""
         published = 0
         pipeline = self._client.pipeline(transaction=False)
+        # Logged once Redis took them: a publish that times out is not reported as done.
+        sent: list[tuple[str, Channel, list[ClaimedEvent]]] = []
         for channel, priority, chunk in chunks(events, chunk_size):
             task_id = str(uuid.uuid4())
             message = self.message(task_id, [e.delivery_id for e in chunk], channel, priority)
             pipeline.lpush(priority_list(channel.queue, priority), message)
             published += 1
+            sent.append((task_id, channel, chunk))
             if len(pipeline) >= PIPELINE_SIZE:
-                pipeline.execute()
-            _log_published(task_id, channel, chunk)
+                _execute(pipeline, sent)
         if len(pipeline):
-            pipeline.execute()
+            _execute(pipeline, sent)
         return published
 
     def message(
@@ -105,6 +107,15 @@ class TaskPublisher:
                 },
             }
         )
+
+
+def _execute(
+    pipeline: redis.client.Pipeline, sent: list[tuple[str, Channel, list[ClaimedEvent]]]
+) -> None:
+    pipeline.execute()
+    for task_id, channel, chunk in sent:
+        _log_published(task_id, channel, chunk)
+    sent.clear()
 
 
 def _log_published(task_id: str, channel: Channel, chunk: list[ClaimedEvent]) -> None:

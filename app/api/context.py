@@ -19,6 +19,10 @@ from app.core.settings import Settings
 from app.core.wake import Waker
 
 EXTENSION = "notification_service"
+# The API's own Redis calls (readiness, the inbox's live pushes, relay wake-ups) are tried once
+# with this deadline: a hung Redis then costs such a request this much, far inside the 5 s a
+# request must be answered within, instead of redis-py's retries of a 2 s read.
+REDIS_TIMEOUT_SECONDS = 0.5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,7 +37,12 @@ class ApiContext(ProcessContext):
         # No ping per checkout: it would double the round trips of every request. A dead
         # connection fails one request (503) and SQLAlchemy then refreshes the whole pool. The
         # group commit's one autocommitted statement holds one connection of ``statements``.
-        process = ProcessContext.connect(settings, pool_size=settings.api_db_pool_size)
+        process = ProcessContext.connect(
+            settings,
+            pool_size=settings.api_db_pool_size,
+            redis_timeout_seconds=REDIS_TIMEOUT_SECONDS,
+            retry=Retry(NoBackoff(), 0),
+        )
         return cls.extend(
             process,
             key_cache=KeyCache(settings.api_key_cache_seconds),
@@ -57,6 +66,7 @@ class ApiContext(ProcessContext):
                 settings,
                 settings.ws_max_connections,
                 settings.ws_max_connections_per_user,
+                settings.ws_max_pending,
             ),
         )
 

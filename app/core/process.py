@@ -36,10 +36,11 @@ class ProcessContext:
         statements_pool_size: int = 1,
         redis_timeout_seconds: float = 2.0,
         statement_timeout_ms: int | None = None,
+        **redis_options: Any,
     ) -> ProcessContext:
         """Connections are opened on first use, so building a context costs nothing. Every
         connection has the settings' deadlines (``statement_timeout_ms`` for a process whose
-        statements may run long, see make_engine)."""
+        statements may run long, see make_engine); ``redis_options`` are redis-py's."""
         return ProcessContext(
             settings=settings,
             engine=make_engine(
@@ -55,7 +56,7 @@ class ProcessContext:
                 autocommit=True,
                 statement_timeout_ms=statement_timeout_ms,
             ),
-            redis=redis_client(settings, timeout=redis_timeout_seconds),
+            redis=redis_client(settings, timeout=redis_timeout_seconds, **redis_options),
         )
 
     @classmethod

@@ -66,10 +66,11 @@ class Settings:
     )
     database_statement_timeout_ms: int = _setting(
         "DATABASE_STATEMENT_TIMEOUT_MS",
-        3000,
+        2000,
         "Longest a statement of the API and the workers may run (`statement_timeout`); a"
         " PostgreSQL silent a second past it is taken for hung: the connection is dropped and"
-        " the API answers 503.",
+        " the API answers 503. With the pool's wait (`DATABASE_CONNECT_TIMEOUT_SECONDS`) that"
+        " is the 5 s within which a request is answered (see Deadlines).",
     )
     database_lock_timeout_ms: int = _setting(
         "DATABASE_LOCK_TIMEOUT_MS",
@@ -333,6 +334,14 @@ class Settings:
         1000,
         "WebSockets per API worker process, each holding a connection; past it → close 1013.",
     )
+    ws_max_pending: int = _setting(
+        "WS_MAX_PENDING",
+        100,
+        "WebSockets per API worker process that have not sent their `auth` message yet, each"
+        " holding a connection until it does (or its 10 s deadline closes it, 4408); past it"
+        " → close 1013 at once. Unauthenticated clients hold at most this many connections,"
+        " never HTTP's `API_CONNECTIONS` nor the authenticated sockets' `WS_MAX_CONNECTIONS`.",
+    )
     ws_max_connections_per_user: int = _setting(
         "WS_MAX_CONNECTIONS_PER_USER",
         10,
@@ -408,6 +417,8 @@ class Settings:
             "delivery_max_attempts",
             "ws_token_ttl_seconds",
             "ws_max_connections",
+            "ws_max_pending",
+            "api_connections",
             "database_connect_timeout_seconds",
             "database_statement_timeout_ms",
             "relay_statement_timeout_ms",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from typing import Any
 
@@ -89,3 +90,66 @@ class Tab:
             self.ws.close()
         except ConnectionClosed:
             pass
+
+
+class RawSocket:
+    """A WebSocket opened by hand, with a deadline on every step: for tests that open many
+    sockets a server may not even accept (a simple-websocket client would wait forever)."""
+
+    HANDSHAKE = (
+        "GET /ws/notifications HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+
+    def __init__(self, base: str, timeout: float) -> None:
+        """Connects and upgrades; ``upgraded`` says whether the server answered 101 in time."""
+        host = base.removeprefix("http://")
+        address, _, port = host.partition(":")
+        self.sock = socket.create_connection((address, int(port)), timeout=timeout)
+        self._buffer = b""
+        self.upgraded = False
+        try:
+            self.sock.sendall(self.HANDSHAKE.format(host=host).encode())
+            while b"\r\n\r\n" not in self._buffer:
+                chunk = self.sock.recv(4096)
+                if not chunk:
+                    return
+                self._buffer += chunk
+        except OSError:  # a timeout included: no answer in time
+            return
+        head, _, self._buffer = self._buffer.partition(b"\r\n\r\n")
+        self.upgraded = head.startswith(b"HTTP/1.1 101")
+
+    def close_code(self, timeout: float) -> int | None:
+        """The code of the close frame the server sends within ``timeout``; None if it sends
+        none (the socket is still open). Frames before it (pings) are skipped."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                opcode, payload = self._frame()
+                if opcode == 8:
+                    return int.from_bytes(payload[:2], "big") if payload else 1005
+        except OSError:
+            return None
+
+    def _frame(self) -> tuple[int, bytes]:
+        header = self._read(2)
+        length = header[1] & 0x7F
+        if length == 126:
+            length = int.from_bytes(self._read(2), "big")
+        elif length == 127:
+            length = int.from_bytes(self._read(8), "big")
+        return header[0] & 0x0F, self._read(length)  # a server's frames are not masked
+
+    def _read(self, size: int) -> bytes:
+        while len(self._buffer) < size:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionResetError("the server closed the connection")
+            self._buffer += chunk
+        found, self._buffer = self._buffer[:size], self._buffer[size:]
+        return found
+
+    def close(self) -> None:
+        self.sock.close()

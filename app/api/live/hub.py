@@ -77,9 +77,17 @@ class Mailbox:
 
 
 class Hub:
-    def __init__(self, settings: Settings, max_connections: int, max_per_user: int = 10) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        max_connections: int,
+        max_per_user: int = 10,
+        max_pending: int = 100,
+    ) -> None:
         self.max_connections = max_connections
         self.max_per_user = max_per_user
+        self.max_pending = max_pending
+        self._pending = 0
         # Errors surface at once (no silent internal retry), so the listener always knows that
         # it reconnected (to the promoted master, after a Sentinel failover) and that its
         # sockets must catch up from the database.
@@ -104,6 +112,23 @@ class Hub:
     @property
     def open_sockets(self) -> int:
         return self._count
+
+    def admit_pending(self) -> bool:
+        """Count a socket that has not authenticated yet; False when this process already
+        holds ``max_pending`` of them (the caller closes it at once). Until they authenticate
+        sockets have this budget of their own, so clients that never do cannot take the
+        connections HTTP or authenticated sockets need."""
+        with self._lock:
+            if self._pending >= self.max_pending or self._stopping:
+                return False
+            self._pending += 1
+            return True
+
+    def release_pending(self) -> None:
+        """The socket admitted by ``admit_pending`` authenticated (and was opened or refused),
+        or went away."""
+        with self._lock:
+            self._pending -= 1
 
     def open(self, user_id: str) -> Mailbox | None:
         """A mailbox that receives the user's events from now on, or None when this process

@@ -16,8 +16,10 @@ server → client
 
 Close codes: 4400 bad first message or cursor, 4401 invalid or expired token, 4408 no auth in
 time, 4409 the user already has WS_MAX_CONNECTIONS_PER_USER sockets on this process, 4429 client
-too slow to read its events, 1013 this process holds all the sockets it may,
-1011 Redis unavailable, 1001 server shutting down, 1008 no pong to the server's ping.
+too slow to read its events, 1013 this process holds all the sockets it may (WS_MAX_CONNECTIONS
+authenticated ones, or WS_MAX_PENDING that have not sent their auth message yet),
+1011 Redis or PostgreSQL unavailable (try again later; the process logs one warning, no
+traceback), 1001 server shutting down, 1008 no pong to the server's ping.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from flask import Blueprint
 from flask_sock import Sock
 from pydantic import BaseModel, Field, ValidationError
 from simple_websocket import ConnectionClosed, Server
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.api.context import ApiContext, api_context
 from app.api.errors import ApiError
@@ -91,10 +95,30 @@ def server_options(ping_interval_seconds: float) -> dict[str, Any]:
 
 
 def notifications(ws: Server) -> None:
+    found = api_context()
+    if not found.hub.admit_pending():
+        # Refused before anything is read: an unauthenticated flood costs a handshake each.
+        ws.close(1013, "too many sockets waiting to authenticate; retry")
+        _linger(ws)
+        return
     try:
-        _session(ws, api_context())
+        _session(ws, found)
     except Closed as closed:
         ws.close(closed.code, closed.reason)
+    except (DBAPIError, PoolTimeout) as exc:
+        if isinstance(exc, DBAPIError) and not (
+            isinstance(exc, OperationalError) or exc.connection_invalidated
+        ):
+            raise  # not an outage: a bug, logged with its traceback
+        # PostgreSQL lost or hung (what the REST routes answer 503 database_unavailable for):
+        # one line for operators, and a code that tells the client to come back.
+        cause = getattr(exc, "orig", exc)  # the driver's message: no SQL, no parameters
+        log.warning(
+            "socket closed: database unavailable: %s: %s",
+            type(cause).__name__,
+            str(cause).strip(),
+        )
+        ws.close(1011, "database unavailable; retry")
     finally:
         _linger(ws)
 
@@ -114,7 +138,18 @@ class Owner(NamedTuple):
 
 
 def _session(ws: Server, found: ApiContext) -> None:
-    owner, after = _authenticate(ws, found)
+    try:
+        owner, after = _authenticate(ws, found)
+        mailbox = _open(found, owner)
+    finally:
+        found.hub.release_pending()  # authenticated (and opened or refused), or gone
+    try:
+        _serve(ws, found, owner, mailbox, after)
+    finally:
+        found.hub.close(mailbox)
+
+
+def _open(found: ApiContext, owner: Owner) -> Mailbox:
     try:
         mailbox = found.hub.open(owner.inbox)
     except HubUnavailable:
@@ -123,10 +158,7 @@ def _session(ws: Server, found: ApiContext) -> None:
         raise Closed(4409, "too many open sockets for this user") from None
     if mailbox is None:
         raise Closed(1013, "server at capacity; retry")
-    try:
-        _serve(ws, found, owner, mailbox, after)
-    finally:
-        found.hub.close(mailbox)
+    return mailbox
 
 
 def _linger(ws: Server) -> None:
