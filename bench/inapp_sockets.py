@@ -187,6 +187,8 @@ def main() -> int:
         "WS_TOKEN_SECRET": secret,
         "API_WORKERS": "1",
         "WS_MAX_CONNECTIONS": str(args.idle + args.tabs + 10),
+        # Sockets open 100 at a time, all before they authenticate: room for a whole batch.
+        "WS_MAX_PENDING": "200",
         "LOG_LEVEL": "WARNING",
     }
     api = subprocess.Popen(
