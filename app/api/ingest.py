@@ -322,6 +322,8 @@ def accept(
     request: NotificationCreate,
     idempotency_key: str | None = None,
     request_id: str | None = None,
+    template_version: int | None = None,
+    layout_version: int | None = None,
 ) -> Accepted:
     """Commit the notification with its deliveries and outbox events through the process's
     group-committing writer, or replay a prior accept. The writer wakes the relay after the
@@ -354,6 +356,10 @@ def accept(
         send_at=request.send_at,
         expires_at=request.expires_at,
         deliveries=tuple(NewDelivery(uuid.uuid4(), c.value) for c in request.channels),
+        template_key=request.template,
+        template_version=template_version,
+        layout_version=layout_version,
+        locale=request.locale,
     )
     created_at = writer.write(new)
     if created_at is None:
