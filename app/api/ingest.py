@@ -411,6 +411,8 @@ def _accepted_view(new: NewNotification, created_at: datetime) -> dict[str, Any]
                 "sentAt": None,
                 # As _VIEW shows it: PUSH lists its devices from the first attempt on.
                 "devices": [] if channel == "PUSH" else None,
+                "locale": None,  # templated: the worker renders and records it
+                "content": None,
             }
             for delivery_id, channel in sorted(
                 ((d.id, d.channel) for d in new.deliveries), key=lambda pair: pair[1]

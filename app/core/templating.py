@@ -238,16 +238,23 @@ class Templating:
             if found is not None:
                 self._cache.move_to_end(cache_key)
                 return found
-        built = self._compile_tree(content, "")
+        if "channels" in content:  # a template: its layout is a key, not a template
+            built = {**content, "channels": self._compile_tree(content["channels"], "")}
+        else:
+            built = self._compile_tree(content, "")
         with self._lock:
             self._cache[cache_key] = built
             while len(self._cache) > self.limits.cache_size:
                 self._cache.popitem(last=False)
         return built
 
-    def cached(self, cache_key: Hashable) -> bool:
+    def cached(self, cache_key: Hashable) -> Any:
+        """The compiled version under ``cache_key`` if this process has it, else None."""
         with self._lock:
-            return cache_key in self._cache
+            found = self._cache.get(cache_key)
+            if found is not None:
+                self._cache.move_to_end(cache_key)
+            return found
 
     def _compile_tree(self, content: Any, field: str) -> Any:
         if isinstance(content, str):

@@ -89,15 +89,20 @@ _FOR_SEND = text(
     """
 )
 
-# The worker's: the content of the template and layout versions a chunk pinned and this
-# process has not compiled yet, all in one query.
+# The worker's: the template versions a chunk pinned and this process has not compiled yet,
+# each with its pinned layout version, all in one query.
 _CONTENTS = text(
     """
-    SELECT v.project_id, v.kind, v.key, v.version, v.content
-    FROM unnest(CAST(:projects AS text[]), CAST(:kinds AS text[]), CAST(:keys AS text[]),
-                CAST(:versions AS integer[])) AS w(project_id, kind, key, version)
-    JOIN template_version v ON v.project_id = w.project_id AND v.kind = w.kind
+    SELECT w.project_id, w.key, w.version, w.layout_version, v.content,
+           lv.content AS layout_content
+    FROM unnest(CAST(:projects AS text[]), CAST(:keys AS text[]), CAST(:versions AS integer[]),
+                CAST(:layout_versions AS integer[]))
+         AS w(project_id, key, version, layout_version)
+    JOIN template_version v ON v.project_id = w.project_id AND v.kind = 'template'
                            AND v.key = w.key AND v.version = w.version
+    LEFT JOIN template_version lv ON lv.project_id = w.project_id AND lv.kind = 'layout'
+                                 AND lv.key = v.content ->> 'layout'
+                                 AND lv.version = w.layout_version
     """
 )
 
@@ -189,14 +194,23 @@ def for_send(conn: Connection, project_id: str, key: str, version: int | None) -
 
 
 def contents(
-    conn: Connection, wanted: Sequence[tuple[str, str, str, int]]
-) -> dict[tuple[str, str, str, int], dict[str, Any]]:
-    """The content of each (project, kind, key, version) in ``wanted`` that exists."""
+    conn: Connection, wanted: Sequence[tuple[str, str, int, int | None]]
+) -> dict[tuple[str, str, int, int | None], tuple[dict[str, Any], dict[str, Any] | None]]:
+    """The content of each (project, template key, version, layout version) in ``wanted``, and
+    its layout's content at that layout version (None without a layout)."""
     if not wanted:
         return {}
-    projects, kinds, keys, versions = (list(column) for column in zip(*wanted, strict=True))
+    projects, keys, versions, layout_versions = (list(c) for c in zip(*wanted, strict=True))
     rows = conn.execute(
         _CONTENTS,
-        {"projects": projects, "kinds": kinds, "keys": keys, "versions": versions},
+        {
+            "projects": projects,
+            "keys": keys,
+            "versions": versions,
+            "layout_versions": layout_versions,
+        },
     )
-    return {(r.project_id, r.kind, r.key, r.version): r.content for r in rows}
+    return {
+        (r.project_id, r.key, r.version, r.layout_version): (r.content, r.layout_content)
+        for r in rows
+    }
