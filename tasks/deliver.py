@@ -40,6 +40,7 @@ from tasks.channels.base import (
     Sent,
 )
 from tasks.recorder import Recorder
+from tasks.rendering import render_chunk
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +238,11 @@ def deliver_ids(context: WorkerContext, delivery_ids: Sequence[str]) -> list[Del
     messages = {
         row.id: Message.from_row(row) for row in claimed if row.status == DeliveryStatus.SENDING
     }
+    # Templated deliveries get their recipient's content (or fail unsent if it cannot render).
+    messages, unrenderable = render_chunk(context.statements, context.settings, claimed, messages)
+    for failure in unrenderable:
+        status = context.recorder.record(failure)
+        _observe(rows[failure.delivery_id], status or "not recorded", failure.error_code)
     if not messages:
         return []
     retry: list[DeliveryResult] = []

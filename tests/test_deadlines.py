@@ -104,14 +104,20 @@ def every_database_route(settings: Settings) -> list[tuple[str, str, Any]]:
     """(method, path, body) for every route of the API that reads or writes PostgreSQL."""
     some_id = str(uuid.uuid4())
     values = {"notification_id": some_id, "key_id": some_id, "item_id": some_id}
-    values |= {"user_id": "u1", "device_id": some_id}
+    values |= {"user_id": "u1", "device_id": some_id, "key": "k", "version": "1"}
+    # Bodies that pass validation, so the route reaches the database.
+    bodies = {
+        "notifications.submit": SEED,
+        "templates.put_template": {"channels": {"SMS": {"body": "b"}}},
+        "layouts.put_layout": {"html": "{{ content }}"},
+    }
     calls = []
     for rule in create_app(settings).url_map.iter_rules():
         if rule.endpoint in NO_DATABASE:
             continue
         path = rule.build({name: values[name] for name in rule.arguments})[1]
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            body = SEED if rule.endpoint == "notifications.submit" else {}
+            body = bodies.get(rule.endpoint, {})
             calls.append((method, path, body if method in {"POST", "PUT"} else None))
     return calls
 

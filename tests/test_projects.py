@@ -167,7 +167,46 @@ def test_no_route_reaches_another_projects_rows(
         response = client.post("/api/v1/users/ana/inbox/read-all", headers=beta)
         assert response.status_code == 200
 
+    # Alpha's template and layout, which beta must neither see nor change nor send with.
+    alpha_auth = bearer(alpha.key)
+    layout = {"html": "{{ content }}"}
+    template = {"channels": {"SMS": {"body": "hi"}}}
+    assert client.put("/api/v1/layouts/a-l", json=layout, headers=alpha_auth).status_code == 201
+    assert client.put("/api/v1/templates/a-t", json=template, headers=alpha_auth).status_code == 201
+
+    def keys_listed(kind: str) -> None:
+        response = client.get(f"/api/v1/{kind}", headers=beta)
+        assert response.status_code == 200
+        assert response.get_json()["items"] == []
+
+    def put_own(kind: str, body: Any) -> None:
+        response = client.put(f"/api/v1/{kind}/a-{kind[0]}", json=body, headers=beta)
+        assert response.status_code == 201
+        assert response.get_json()["version"] == 1  # beta's own first version, not alpha's 2nd
+
+    def preview_refused() -> None:
+        response = client.post("/api/v1/templates/a-t/preview", json={}, headers=beta)
+        assert response.status_code == 422
+        assert response.get_json()["error"]["fields"][0]["rule"] == "template_not_found"
+
+    template_calls: dict[str, Callable[[], None]] = {
+        "templates.list_templates": lambda: keys_listed("templates"),
+        "templates.get_template": lambda: not_found("GET", "/api/v1/templates/a-t"),
+        "templates.get_template_version": lambda: not_found(
+            "GET", "/api/v1/templates/a-t/versions/1"
+        ),
+        "templates.preview": preview_refused,
+        "templates.archive_template": lambda: not_found("DELETE", "/api/v1/templates/a-t"),
+        "layouts.list_layouts": lambda: keys_listed("layouts"),
+        "layouts.get_layout": lambda: not_found("GET", "/api/v1/layouts/a-l"),
+        "layouts.get_layout_version": lambda: not_found("GET", "/api/v1/layouts/a-l/versions/1"),
+        "layouts.archive_layout": lambda: not_found("DELETE", "/api/v1/layouts/a-l"),
+        "templates.put_template": lambda: put_own("templates", template),
+        "layouts.put_layout": lambda: put_own("layouts", layout),
+    }
+
     calls: dict[str, Callable[[], None]] = {
+        **template_calls,
         "notifications.submit": submit_in_own_project,
         "notifications.read": lambda: not_found("GET", f"/api/v1/notifications/{n}"),
         "notifications.list_notifications": lambda: sees_none_of_alpha("/api/v1/notifications"),
@@ -191,6 +230,8 @@ def test_no_route_reaches_another_projects_rows(
     for call in calls.values():  # in this order: beta registers alpha's token only later
         call()
         alpha_unchanged(client, alpha)
+    assert client.get("/api/v1/templates/a-t", headers=alpha_auth).get_json()["archivedAt"] is None
+    assert client.get("/api/v1/layouts/a-l", headers=alpha_auth).get_json()["latestVersion"] == 1
     # Beta's own rows are there, and alpha's key still works.
     beta_list = client.get("/api/v1/notifications", headers=beta).get_json()["items"]
     assert len(beta_list) == 1

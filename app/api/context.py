@@ -16,6 +16,7 @@ from app.core.db import ANSWER_GRACE_SECONDS
 from app.core.process import ProcessContext
 from app.core.redis_clients import redis_client
 from app.core.settings import Settings
+from app.core.templating import Limits, Templating
 from app.core.wake import Waker
 
 EXTENSION = "notification_service"
@@ -31,6 +32,7 @@ class ApiContext(ProcessContext):
     ingest: AcceptWriter  # this process's group-committing writer of accepts
     rate_limiter: RateLimiter
     hub: Hub  # this process's WebSockets; its listener thread starts with the first socket
+    templating: Templating  # checks templates at PUT, at accept (strict data) and previews
 
     @classmethod
     def build(cls, settings: Settings) -> ApiContext:
@@ -68,6 +70,7 @@ class ApiContext(ProcessContext):
                 settings.ws_max_connections_per_user,
                 settings.ws_max_pending,
             ),
+            templating=Templating(Limits.of(settings), strict_data=True),
         )
 
     def close(self) -> None:

@@ -69,7 +69,9 @@ def _location(loc: Sequence[Any]) -> str:
 
 def error_response(error: ApiError) -> Response:
     body = ErrorBody(error=ErrorDetail(code=error.code, message=error.message, fields=error.fields))
-    response = Response(body.model_dump_json(), status=error.status, mimetype="application/json")
+    response = Response(
+        body.model_dump_json(exclude_none=True), status=error.status, mimetype="application/json"
+    )
     response.headers.update(error.headers)
     return response
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
-from app.api import api_keys, devices, health, inbox, notifications, openapi
+from app.api import api_keys, devices, health, inbox, notifications, openapi, templates
 from app.api.context import EXTENSION, ApiContext
 from app.api.errors import ApiError, error_response, register_error_handlers
 from app.api.live import page, websocket
@@ -58,6 +58,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(devices.blueprint, url_prefix="/api/v1/users")
     app.register_blueprint(openapi.blueprint, url_prefix="/api/v1")
     app.register_blueprint(inbox.blueprint, url_prefix="/api/v1/users")
+    app.register_blueprint(templates.blueprint, url_prefix="/api/v1/templates")
+    app.register_blueprint(templates.layouts_blueprint, url_prefix="/api/v1/layouts")
     app.register_blueprint(websocket.blueprint)
     app.register_blueprint(page.blueprint)
     app.wsgi_app = _BoundedBody(app.wsgi_app, settings.api_max_body_bytes)  # type: ignore[method-assign]

@@ -322,6 +322,8 @@ def accept(
     request: NotificationCreate,
     idempotency_key: str | None = None,
     request_id: str | None = None,
+    template_version: int | None = None,
+    layout_version: int | None = None,
 ) -> Accepted:
     """Commit the notification with its deliveries and outbox events through the process's
     group-committing writer, or replay a prior accept. The writer wakes the relay after the
@@ -354,6 +356,10 @@ def accept(
         send_at=request.send_at,
         expires_at=request.expires_at,
         deliveries=tuple(NewDelivery(uuid.uuid4(), c.value) for c in request.channels),
+        template_key=request.template,
+        template_version=template_version,
+        layout_version=layout_version,
+        locale=request.locale,
     )
     created_at = writer.write(new)
     if created_at is None:
@@ -405,6 +411,8 @@ def _accepted_view(new: NewNotification, created_at: datetime) -> dict[str, Any]
                 "sentAt": None,
                 # As _VIEW shows it: PUSH lists its devices from the first attempt on.
                 "devices": [] if channel == "PUSH" else None,
+                "locale": None,  # templated: the worker renders and records it
+                "content": None,
             }
             for delivery_id, channel in sorted(
                 ((d.id, d.channel) for d in new.deliveries), key=lambda pair: pair[1]

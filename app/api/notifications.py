@@ -7,7 +7,7 @@ import logging
 import orjson
 from flask import Blueprint, Response, g, request
 
-from app.api import ingest
+from app.api import ingest, templates
 from app.api.auth import require_api_key
 from app.api.context import api_context
 from app.api.errors import ApiError
@@ -43,13 +43,16 @@ def submit() -> Response:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json.")
     body = parse_body(NotificationCreate, request.get_data())
-    problems = missing_recipients(body) + sms_body_too_long(
-        body, api_context().settings.sms_max_segments
+    problems = (
+        templates.content_problems(body)
+        + missing_recipients(body)
+        + sms_body_too_long(body, api_context().settings.sms_max_segments)
     )
     if not problems:
         problems = _unregistered_device_tokens(body)
     if problems:
         raise ApiError.invalid(problems)
+    pinned = templates.pin_for_send_request(g.project_id, body)
     idempotency_key = request.headers.get("Idempotency-Key")
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
         raise ApiError.invalid(
@@ -58,7 +61,14 @@ def submit() -> Response:
         )
     try:
         accepted = ingest.accept(
-            api_context().ingest, g.project_id, g.api_key_id, body, idempotency_key, g.request_id
+            api_context().ingest,
+            g.project_id,
+            g.api_key_id,
+            body,
+            idempotency_key,
+            g.request_id,
+            template_version=pinned.version if pinned else None,
+            layout_version=pinned.layout_version if pinned else None,
         )
     except ingest.Refused as refused:
         # Only this request's rows were refused: its batch mates were written without it.

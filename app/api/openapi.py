@@ -32,6 +32,17 @@ from app.api.schemas import (
     RotatedKeyView,
     WsToken,
 )
+from app.api.template_schemas import (
+    LayoutPage,
+    LayoutPut,
+    LayoutView,
+    PreviewView,
+    TemplateListQuery,
+    TemplatePage,
+    TemplatePreview,
+    TemplatePut,
+    TemplateView,
+)
 
 blueprint = Blueprint("openapi", __name__)
 blueprint.before_request(require_api_key)
@@ -134,6 +145,66 @@ def _inbox_paths() -> dict[str, Any]:
     }
 
 
+_KEY_PARAM = {
+    "name": "key",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"},
+}
+_VERSION_PARAM = {
+    "name": "version",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+}
+
+
+def _template_paths(
+    kind: str, put: type[BaseModel], view: type[BaseModel], page: type[BaseModel]
+) -> dict[str, Any]:
+    """``/templates`` or ``/layouts``: the same routes and rules for both."""
+    list_params = [
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        for name, schema in TemplateListQuery.model_json_schema()["properties"].items()
+    ]
+    base = f"/api/v1/{kind}s"
+    return {
+        base: {
+            "get": {
+                "summary": f"List {kind}s by key, each at its latest version",
+                "parameters": list_params,
+                "responses": _responses(200, page, 422),
+            }
+        },
+        f"{base}/{{key}}": {
+            "put": {
+                "summary": f"Add the next version of a {kind} (created at its first); a template"
+                " that does not compile is refused with its line and column",
+                "parameters": [_KEY_PARAM],
+                "requestBody": {"required": True, **_content(put)},
+                "responses": _responses(201, view, 400, 413, 415, 422),
+            },
+            "get": {
+                "summary": f"The {kind}'s latest version",
+                "parameters": [_KEY_PARAM],
+                "responses": _responses(200, view, 404, 422),
+            },
+            "delete": {
+                "summary": f"Archive the {kind}: sends naming it are refused from then on",
+                "parameters": [_KEY_PARAM],
+                "responses": {"204": {"description": "Archived"}, **_errors(404, 422)},
+            },
+        },
+        f"{base}/{{key}}/versions/{{version}}": {
+            "get": {
+                "summary": f"One version of the {kind}",
+                "parameters": [_KEY_PARAM, _VERSION_PARAM],
+                "responses": _responses(200, view, 404, 422),
+            }
+        },
+    }
+
+
 def _health(summary: str) -> dict[str, Any]:
     return {
         "get": {
@@ -168,6 +239,14 @@ def document() -> dict[str, Any]:
             (ApiKeyView, "serialization"),
             (IssuedKeyView, "serialization"),
             (RotatedKeyView, "serialization"),
+            (TemplatePut, "validation"),
+            (TemplateView, "serialization"),
+            (TemplatePage, "serialization"),
+            (LayoutPut, "validation"),
+            (LayoutView, "serialization"),
+            (LayoutPage, "serialization"),
+            (TemplatePreview, "validation"),
+            (PreviewView, "serialization"),
         ],
         by_alias=True,
         ref_template=_REF,
@@ -281,6 +360,17 @@ def document() -> dict[str, Any]:
                 }
             },
             **_inbox_paths(),
+            **_template_paths("template", TemplatePut, TemplateView, TemplatePage),
+            **_template_paths("layout", LayoutPut, LayoutView, LayoutPage),
+            "/api/v1/templates/{key}/preview": {
+                "post": {
+                    "summary": "Render the template per channel for data, a user and a locale,"
+                    " without sending; the errors a send would get",
+                    "parameters": [_KEY_PARAM],
+                    "requestBody": {"required": True, **_content(TemplatePreview)},
+                    "responses": _responses(200, PreviewView, 400, 415, 422),
+                }
+            },
             "/api/v1/health": _health("Overall health: PostgreSQL and Redis reachable"),
             "/api/v1/health/live": _health("The process is up"),
             "/api/v1/health/ready": _health("Ready to serve: PostgreSQL and Redis reachable"),

@@ -86,6 +86,11 @@ Locale = Annotated[
     str, StringConstraints(max_length=35, pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{1,8})*$")
 ]
 
+# A template's or layout's key: what its URL and a notification name it by.
+TemplateKey = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", max_length=128)
+]
+
 MAX_DEVICE_TOKENS = 100
 
 
@@ -166,11 +171,20 @@ class NotificationCreate(_Camel):
     )
     webhook_url: AnyHttpUrl | None = Field(default=None)
     subject: Annotated[HeaderSafeText, StringConstraints(max_length=998)] | None = None
-    body: str = Field(min_length=1, max_length=50_000)
+    body: str | None = Field(default=None, min_length=1, max_length=50_000)
     html_body: str | None = Field(default=None, max_length=200_000)
     data: dict[str, Any] | None = None
     send_at: UtcDatetime | None = None
     expires_at: UtcDatetime | None = None
+    template: TemplateKey | None = Field(
+        default=None, description="A stored template to render instead of subject and body"
+    )
+    template_version: int | None = Field(
+        default=None, ge=1, le=2**31 - 1, description="Default: the latest, pinned at accept"
+    )
+    locale: Locale | None = Field(
+        default=None, description="The recipient's language for a template (pt-BR → pt → default)"
+    )
 
     @field_validator("channels")
     @classmethod
@@ -214,6 +228,8 @@ def missing_recipients(request: NotificationCreate) -> list[FieldError]:
     errors = []
     for channel in request.channels:
         for group in CHANNEL_REQUIREMENTS[channel]:
+            if request.template is not None and group == ("subject",):
+                continue  # the template gives the subject (app/api/templates.py checks it)
             if all(getattr(request, _FIELD_OF_ALIAS[name]) is None for name in group):
                 errors.append(
                     FieldError(
@@ -227,7 +243,7 @@ def missing_recipients(request: NotificationCreate) -> list[FieldError]:
 
 def sms_body_too_long(request: NotificationCreate, max_segments: int) -> list[FieldError]:
     """A field error when SMS is among the channels and the body costs too many segments."""
-    if Channel.SMS not in request.channels:
+    if Channel.SMS not in request.channels or request.body is None:
         return []
     segments = sms_segments(request.body)
     if segments.count <= max_segments:
@@ -288,6 +304,12 @@ class DeliveryView(_Camel):
     updated_at: datetime
     sent_at: datetime | None
     devices: list[DeviceDeliveryView] | None = None  # PUSH only: one entry per device
+    locale: str | None = Field(
+        default=None, description="Templated: the template locale used (null: its default)"
+    )
+    content: dict[str, Any] | None = Field(
+        default=None, description="Templated: the content rendered for the recipient, as sent"
+    )
 
 
 class NotificationView(_Camel):
@@ -435,6 +457,9 @@ class FieldError(BaseModel):
     field: str
     rule: str
     message: str
+    # Only for a template that does not compile (left out of the body otherwise).
+    line: int | None = None
+    column: int | None = None
 
 
 class ErrorDetail(BaseModel):

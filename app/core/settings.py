@@ -352,6 +352,27 @@ class Settings:
         25.0,
         "The server pings every socket this often; one that missed the last pong is closed.",
     )
+    template_max_output_bytes: int = _setting(
+        "TEMPLATE_MAX_OUTPUT_BYTES",
+        100_000,
+        "Largest output of one template field (UTF-8 bytes); more fails the render"
+        " (`template_limit`).",
+    )
+    template_render_timeout_ms: int = _setting(
+        "TEMPLATE_RENDER_TIMEOUT_MS",
+        200,
+        "Longest one delivery's content may take to render; longer fails it (`template_limit`).",
+    )
+    template_loop_limit: int = _setting(
+        "TEMPLATE_LOOP_LIMIT",
+        10_000,
+        "Most iterations of a template's loops, nested loops multiplied, checked as a loop starts.",
+    )
+    template_cache_size: int = _setting(
+        "TEMPLATE_CACHE_SIZE",
+        1000,
+        "Compiled template versions each process keeps (least recently used dropped first).",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -423,6 +444,10 @@ class Settings:
             "database_statement_timeout_ms",
             "relay_statement_timeout_ms",
             "rate_limit_timeout_ms",
+            "template_max_output_bytes",
+            "template_render_timeout_ms",
+            "template_loop_limit",
+            "template_cache_size",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()}: must be at least 1")

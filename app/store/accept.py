@@ -28,15 +28,18 @@ _PREPARE = """
             request_id text, type text, priority text, priority_rank smallint,
             recipient_email text, recipient_phone text, user_id text, device_tokens jsonb,
             webhook_url text, subject text, body text, html_body text, data jsonb,
-            send_at timestamptz, expires_at timestamptz, deliveries json)
+            send_at timestamptz, expires_at timestamptz, deliveries json,
+            template_key text, template_version integer, layout_version integer, locale text)
     ), n AS (
         INSERT INTO notification (id, project_id, api_key_id, idempotency_key, request_hash,
                                   request_id, type, priority, recipient_email, recipient_phone,
                                   user_id, device_tokens, webhook_url, subject, body, html_body,
-                                  data, send_at, expires_at)
+                                  data, send_at, expires_at, template_key, template_version,
+                                  layout_version, locale)
         SELECT id, project_id, api_key_id, idempotency_key, request_hash, request_id, type,
                priority, recipient_email, recipient_phone, user_id, device_tokens, webhook_url,
-               subject, body, html_body, data, send_at, expires_at
+               subject, body, html_body, data, send_at, expires_at, template_key,
+               template_version, layout_version, locale
         FROM v
         ON CONFLICT (project_id, idempotency_key) DO NOTHING
         RETURNING id
@@ -82,12 +85,17 @@ class NewNotification:
     device_tokens: list[str] | None
     webhook_url: str | None
     subject: str | None
-    body: str
+    body: str | None  # None: the template renders it per recipient
     html_body: str | None
     data: dict[str, Any] | None
     send_at: datetime | None
     expires_at: datetime | None
     deliveries: tuple[NewDelivery, ...]
+    # A templated notification's pinned template (app/api/templates.py) and request locale.
+    template_key: str | None = None
+    template_version: int | None = None
+    layout_version: int | None = None
+    locale: str | None = None
 
 
 def _bytea(value: object) -> str:

@@ -45,7 +45,9 @@ _CLAIM_FOR_SENDING = text(
               n.priority,
               n.recipient_email, n.recipient_phone, n.user_id, n.device_tokens, n.webhook_url,
               n.subject, n.body, n.html_body, n.data, n.created_at, n.request_id,
-              d.error_code, k.webhook_secret
+              d.error_code, k.webhook_secret,
+              n.template_key, n.template_version, n.layout_version, n.locale, d.rendered,
+              d.rendered_locale
     """
 )
 
@@ -218,3 +220,33 @@ def sweep(conn: Connection, *, lease_seconds: float, max_attempts: int, limit: i
         },
     )
     return len(rows.all())
+
+
+# A templated delivery's content, rendered by the worker that holds it (tasks/rendering.py)
+# before its first send; never replaced, so every later attempt sends what the first did.
+_STORE_RENDERED = text(
+    """
+    UPDATE delivery d
+    SET rendered = v.rendered, rendered_locale = v.locale
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS integer[]), CAST(:locales AS text[]),
+                CAST(:rendered AS jsonb[])) AS v(id, attempt, locale, rendered)
+    WHERE d.id = v.id AND d.status = 'SENDING' AND d.attempts = v.attempt AND d.rendered IS NULL
+    """
+)
+
+
+def store_rendered(
+    conn: Connection, rendered: Sequence[tuple[uuid.UUID, int, str | None, str]]
+) -> int:
+    """Store each (delivery id, attempt held, locale, content as JSON) on its delivery, if that
+    attempt still holds it and nothing was stored yet; returns how many were stored."""
+    if not rendered:
+        return 0
+    ids, attempts, locales, contents = (list(column) for column in zip(*rendered, strict=True))
+    params = {
+        "ids": [str(i) for i in ids],
+        "attempts": attempts,
+        "locales": locales,
+        "rendered": contents,
+    }
+    return conn.execute(_STORE_RENDERED, params).rowcount

@@ -35,6 +35,7 @@ _VIEW = """
                    'providerMessageId', d.provider_message_id,
                    'nextAttemptAt', d.next_attempt_at, 'createdAt', d.created_at,
                    'updatedAt', d.updated_at, 'sentAt', d.sent_at,
+                   'locale', d.rendered_locale, 'content', d.rendered,
                    'devices', CASE WHEN d.channel = 'PUSH' THEN COALESCE(
                        (SELECT json_agg(json_build_object(
                             'deviceId', dd.device_id, 'platform', dd.platform,

@@ -20,6 +20,8 @@ TABLES = (
     "push_device",
     "delivery",
     "notification",
+    "template_version",
+    "template",
     "api_key",
 )
 
