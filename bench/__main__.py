@@ -91,6 +91,20 @@ def run(quick: bool) -> tuple[list[Row], list[str]]:
             "req/s",
         )
     )
+    api_template = harness.median_of(
+        runs, partial(pipeline.api_rate, engine, best_w, seconds, pipeline.TEMPLATE_BODY)
+    )
+    rows.append(
+        Row(
+            f"API accepted/s with a template ({best_w} gevent workers)",
+            api_template,
+            "the same without",
+            api,
+            "≥ 85 %",
+            api_template >= 0.85 * api,
+            "req/s",
+        )
+    )
     rows.append(
         Row(
             "API accepted/s vs naive Flask + 2 INSERTs",
@@ -154,6 +168,9 @@ def run(quick: bool) -> tuple[list[Row], list[str]]:
     worker_50 = pipeline.worker_rate(engine, 20_000 // scale, 50, concurrency=8)
     worker_50_wide = pipeline.worker_rate(engine, 20_000 // scale, 50, concurrency=32)
     worker_1 = pipeline.worker_rate(engine, 3_000 // scale, 1, concurrency=8)
+    worker_templated = pipeline.worker_rate(
+        engine, 20_000 // scale, 50, concurrency=8, template=pipeline.BENCH_TEMPLATE
+    )
     rows.append(
         Row(
             "worker deliveries/s, one process, chunks of 50, concurrency 8",
@@ -173,6 +190,17 @@ def run(quick: bool) -> tuple[list[Row], list[str]]:
             naive_worker,
             "—",
             True,
+            "deliveries/s",
+        )
+    )
+    rows.append(
+        Row(
+            "worker deliveries/s rendering a two-variable template, chunks of 50",
+            worker_templated,
+            "the same pre-rendered",
+            worker_50,
+            "≥ 70 %",
+            worker_templated >= 0.7 * worker_50,
             "deliveries/s",
         )
     )

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, text
 
 from app.api.keys import create_api_key
 from app.core.domain import Priority
+from app.store import templates
 from bench import harness
 from bench.floors import SEED_BODY
 from tests.helpers.factories import insert_backlog
@@ -18,10 +19,26 @@ from tests.helpers.factories import insert_backlog
 API_PORT = 18080
 
 
-def backlog(engine: Engine, count: int) -> None:
+# A two-variable email template, as a caller would store it (issue 16's bench row).
+BENCH_TEMPLATE = "bench-order"
+BENCH_TEMPLATE_CONTENT = {
+    "channels": {
+        "EMAIL": {
+            "subject": "Order {{ data.orderId }} shipped",
+            "text": "Hi {{ data.name }}, your order is on its way.",
+        }
+    }
+}
+
+
+def backlog(engine: Engine, count: int, template: str | None = None) -> None:
     """``count`` due EMAIL notifications with deliveries and outbox rows, as the API writes them
-    (the tests' factory), then fresh planner statistics so every stage starts alike."""
-    insert_backlog(engine, count, priority=Priority.NORMAL)
+    (the tests' factory), then fresh planner statistics so every stage starts alike. With
+    ``template``, each is sent with the bench template instead of its own subject and body."""
+    if template is not None:
+        with engine.begin() as conn:
+            templates.put(conn, "default", "template", template, BENCH_TEMPLATE_CONTENT)
+    insert_backlog(engine, count, priority=Priority.NORMAL, template=template)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE notification, delivery, outbox_event"))
 
@@ -55,16 +72,26 @@ def _api(workers: int):  # type: ignore[no-untyped-def]
     return harness.process(f"api-{workers}", argv, harness.env_for(harness.SETTINGS, **env))
 
 
-def api_rate(engine: Engine, workers: int, seconds: int = 10) -> float:
+# The same request naming the bench template instead of carrying its subject and body.
+TEMPLATE_BODY = (
+    '{"type":"TRANSACTIONAL","priority":"HIGH","recipientEmail":"user@example.com",'
+    f'"template":"{BENCH_TEMPLATE}","data":{{"orderId":1234,"name":"Ana"}},"channels":["EMAIL"]}}'
+)
+
+
+def api_rate(engine: Engine, workers: int, seconds: int = 10, body: str = SEED_BODY) -> float:
     """Accepted notifications/s (one channel) through gunicorn, wrk -c32."""
     harness.reset(engine)
     key = create_api_key(engine, "bench-api").key
+    if body == TEMPLATE_BODY:
+        with engine.begin() as conn:
+            templates.put(conn, "default", "template", BENCH_TEMPLATE, BENCH_TEMPLATE_CONTENT)
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
     with _api(workers):
         harness.wait_http(f"http://127.0.0.1:{API_PORT}/api/v1/health/live")
         url = f"http://127.0.0.1:{API_PORT}/api/v1/notifications"
-        harness.warm_up(url, SEED_BODY, headers)
-        return harness.wrk_post(url, SEED_BODY, headers, seconds, 32)
+        harness.warm_up(url, body, headers)
+        return harness.wrk_post(url, body, headers, seconds, 32)
 
 
 def relay_rate(engine: Engine, rows: int, chunk: int) -> float:
@@ -80,10 +107,12 @@ def relay_rate(engine: Engine, rows: int, chunk: int) -> float:
         return left / (time.perf_counter() - start)
 
 
-def worker_rate(engine: Engine, rows: int, chunk: int, concurrency: int = 4) -> float:
+def worker_rate(
+    engine: Engine, rows: int, chunk: int, concurrency: int = 8, template: str | None = None
+) -> float:
     """Deliveries/s of one worker process draining a published backlog (no-op provider)."""
     harness.reset(engine)
-    backlog(engine, rows)
+    backlog(engine, rows, template)
     with _relay("relay-prefill", RELAY_TASK_CHUNK=str(chunk)):
         pending = "SELECT count(*) FROM outbox_event WHERE status = 'PENDING'"
         harness.wait_until(lambda: _count(engine, pending) == 0, 300, 0.05)

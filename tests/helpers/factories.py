@@ -172,10 +172,16 @@ def make_device(
 
 
 def insert_backlog(
-    engine: Engine, count: int, *, priority: Priority = Priority.LOW, prefix: str = "u"
+    engine: Engine,
+    count: int,
+    *,
+    priority: Priority = Priority.LOW,
+    prefix: str = "u",
+    template: str | None = None,
 ) -> None:
     """``count`` EMAIL notifications to ``{prefix}{i}@example.com``, each with its delivery and
-    a due outbox event."""
+    a due outbox event; with ``template`` (a key of project ``default``), each names its first
+    version and carries ``data`` with ``orderId`` and ``name`` instead of a subject and body."""
     key = create_api_key(engine, f"backlog-{prefix}")
     with engine.begin() as conn:
         conn.execute(
@@ -183,9 +189,15 @@ def insert_backlog(
                 """
                 WITH n AS (
                     INSERT INTO notification (id, project_id, api_key_id, request_hash, type,
-                                              priority, recipient_email, subject, body)
+                                              priority, recipient_email, subject, body,
+                                              template_key, template_version, data)
                     SELECT gen_random_uuid(), 'default', :key, '\\x00', 'MARKETING', :priority,
-                           :prefix || i || '@example.com', 'Backlog ' || i, 'body ' || i
+                           :prefix || i || '@example.com',
+                           CASE WHEN :template IS NULL THEN 'Backlog ' || i END,
+                           CASE WHEN :template IS NULL THEN 'body ' || i END,
+                           :template, CASE WHEN :template IS NOT NULL THEN 1 END,
+                           CASE WHEN :template IS NOT NULL
+                                THEN jsonb_build_object('orderId', i, 'name', 'Ana ' || i) END
                     FROM generate_series(1, :count) AS i
                     RETURNING id
                 ), d AS (
@@ -203,6 +215,7 @@ def insert_backlog(
                 "rank": priority.rank,
                 "prefix": prefix,
                 "count": count,
+                "template": template,
             },
         )
 
