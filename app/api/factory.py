@@ -52,6 +52,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     _trace_requests(app)
     init_flask_metrics(app)
+    _register_blueprints(app)
+    app.wsgi_app = _BoundedBody(app.wsgi_app, settings.api_max_body_bytes)  # type: ignore[method-assign]
+    return app
+
+
+def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(health.blueprint, url_prefix="/api/v1/health")
     app.register_blueprint(notifications.blueprint, url_prefix="/api/v1/notifications")
     app.register_blueprint(api_keys.blueprint, url_prefix="/api/v1/api-keys")
@@ -60,7 +66,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(inbox.blueprint, url_prefix="/api/v1/users")
     app.register_blueprint(websocket.blueprint)
     app.register_blueprint(page.blueprint)
-    app.wsgi_app = _BoundedBody(app.wsgi_app, settings.api_max_body_bytes)  # type: ignore[method-assign]
+
+
+def routes_only() -> Flask:
+    """The app's routes and hooks without a process (no database, no Redis): what the OpenAPI
+    document is generated from where no API runs, e.g. to fuzz it or to write it to a file."""
+    app = Flask(__name__)
+    _register_blueprints(app)
     return app
 
 

@@ -88,6 +88,66 @@ Locale = Annotated[
 
 MAX_DEVICE_TOKENS = 100
 
+# Examples of the document (app/api/openapi.py): each top-level model carries one in its JSON
+# schema (``examples``), and the document shows it with every request and answer of that model.
+_NOTIFICATION_ID = "c7487285-4c1e-4f4b-9a55-2f4a5e0e7d11"
+_DELIVERY_EXAMPLE = {
+    "id": "7793daf9-3c1b-4f0e-8d7e-2b6f0c9a1e22",
+    "channel": "EMAIL",
+    "status": "SENT",
+    "attempts": 1,
+    "errorCode": None,
+    "lastError": None,
+    "providerMessageId": "<7793daf9-3c1b-4f0e-8d7e-2b6f0c9a1e22@example.com>",
+    "nextAttemptAt": None,
+    "createdAt": "2030-01-01T09:00:00Z",
+    "updatedAt": "2030-01-01T09:00:01Z",
+    "sentAt": "2030-01-01T09:00:01Z",
+}
+_NOTIFICATION_EXAMPLE = {
+    "id": _NOTIFICATION_ID,
+    "type": "TRANSACTIONAL",
+    "priority": "NORMAL",
+    "status": "SENT",
+    "sendAt": None,
+    "expiresAt": None,
+    "createdAt": "2030-01-01T09:00:00Z",
+    "deliveries": [_DELIVERY_EXAMPLE],
+}
+_DEVICE_EXAMPLE = {
+    "id": "0b7c3f8e-1d2a-4c5b-9e6f-7a8b9c0d1e2f",
+    "userId": "ana",
+    "platform": "fcm",
+    "tokenPrefix": "fGk2pQ",
+    "appId": "com.example.app",
+    "locale": "pt-BR",
+    "active": True,
+    "deactivatedAt": None,
+    "deactivationReason": None,
+    "createdAt": "2030-01-01T09:00:00Z",
+    "updatedAt": "2030-01-01T09:00:00Z",
+}
+_INBOX_ITEM_EXAMPLE = {
+    "id": "5d1e2f3a-4b5c-4d7e-8f90-a1b2c3d4e5f6",
+    "notificationId": _NOTIFICATION_ID,
+    "category": "TRANSACTIONAL",
+    "title": "Your order shipped",
+    "body": "It arrives on Thursday.",
+    "data": {"orderId": 1234},
+    "createdAt": "2030-01-01T09:00:01Z",
+    "readAt": None,
+    "cursor": "MTg5MzQ4ODQwMTAwMDAwMDo1ZDFlMmYzYQ",
+}
+_KEY_ID = "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a"
+
+
+def _example(example: dict[str, Any], config: ConfigDict | None = None) -> ConfigDict:
+    """A model's config (``config`` and) its one example."""
+    return ConfigDict(**(config or {}), json_schema_extra={"examples": [example]})
+
+
+_VIEW = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+
 
 def _to_utc(moment: datetime) -> datetime:
     # PostgreSQL accepts UTC offsets only up to ±15:59, Python up to ±23:59: normalising here
@@ -155,6 +215,18 @@ def _storable_json(value: Any, depth: int = 1) -> None:
 
 
 class NotificationCreate(_Camel):
+    model_config = _example(
+        {
+            "priority": "NORMAL",
+            "channels": ["EMAIL", "IN_APP"],
+            "recipientEmail": "ana@example.com",
+            "userId": "ana",
+            "subject": "Your order shipped",
+            "body": "It arrives on Thursday.",
+            "data": {"orderId": 1234},
+        }
+    )
+
     type: NotificationType = NotificationType.TRANSACTIONAL
     priority: Priority = Priority.NORMAL
     channels: list[Channel] = Field(min_length=1, max_length=len(Channel))
@@ -291,7 +363,7 @@ class DeliveryView(_Camel):
 
 
 class NotificationView(_Camel):
-    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+    model_config = _example(_NOTIFICATION_EXAMPLE, _VIEW)
 
     id: uuid.UUID
     type: NotificationType
@@ -304,14 +376,32 @@ class NotificationView(_Camel):
 
 
 class NotificationPage(_Camel):
-    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+    model_config = _example({"items": [_NOTIFICATION_EXAMPLE], "nextCursor": "MjAzMDAxMDE"}, _VIEW)
 
     items: list[NotificationView]
     next_cursor: str | None
 
 
 class CancelResult(_Camel):
-    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+    model_config = _example(
+        {
+            "cancelled": 1,
+            "notification": {
+                **_NOTIFICATION_EXAMPLE,
+                "status": "CANCELLED",
+                "deliveries": [
+                    {
+                        **_DELIVERY_EXAMPLE,
+                        "status": "CANCELLED",
+                        "attempts": 0,
+                        "providerMessageId": None,
+                        "sentAt": None,
+                    }
+                ],
+            },
+        },
+        _VIEW,
+    )
 
     cancelled: int
     notification: NotificationView
@@ -319,6 +409,15 @@ class CancelResult(_Camel):
 
 class DeviceRegistration(_Camel):
     """``PUT /users/{userId}/devices``: register a device, or update the one with this token."""
+
+    model_config = _example(
+        {
+            "platform": "fcm",
+            "token": "fGk2pQ:APA91bH-example",
+            "appId": "com.example.app",
+            "locale": "pt-BR",
+        }
+    )
 
     platform: PushPlatform
     token: DeviceToken
@@ -341,7 +440,7 @@ _HEX_TOKEN = re.compile(r"(?:[0-9a-fA-F]{2})+")
 class DeviceView(_Camel):
     """A registered device. The token itself is never shown back, only its first characters."""
 
-    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+    model_config = _example(_DEVICE_EXAMPLE, _VIEW)
 
     id: uuid.UUID
     user_id: str
@@ -357,7 +456,7 @@ class DeviceView(_Camel):
 
 
 class DeviceList(_Camel):
-    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+    model_config = _example({"items": [_DEVICE_EXAMPLE]}, _VIEW)
 
     items: list[DeviceView]
 
@@ -390,7 +489,7 @@ class InboxItemPath(BaseModel):
 
 
 class InboxItemView(_Camel):
-    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+    model_config = _example(_INBOX_ITEM_EXAMPLE, _VIEW)
 
     id: uuid.UUID
     notification_id: uuid.UUID
@@ -404,7 +503,9 @@ class InboxItemView(_Camel):
 
 
 class InboxPage(_Camel):
-    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+    model_config = _example(
+        {"items": [_INBOX_ITEM_EXAMPLE], "nextCursor": None, "unreadCount": 1}, _VIEW
+    )
 
     items: list[InboxItemView]
     next_cursor: str | None
@@ -412,14 +513,21 @@ class InboxPage(_Camel):
 
 
 class InboxReadResult(_Camel):
-    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+    model_config = _example({"marked": 3, "unreadCount": 0}, _VIEW)
 
     marked: int
     unread_count: int
 
 
 class WsToken(_Camel):
-    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+    model_config = _example(
+        {
+            "token": "v1.eyJwIjoiZGVmYXVsdCIsInUiOiJhbmEifQ.c2lnbmF0dXJl",
+            "expiresAt": "2030-01-01T09:02:00Z",
+            "url": "/ws/notifications",
+        },
+        _VIEW,
+    )
 
     token: str
     expires_at: datetime
@@ -427,6 +535,8 @@ class WsToken(_Camel):
 
 
 class HealthCheck(BaseModel):
+    model_config = _example({"status": "ok", "checks": {"postgres": "ok", "redis": "ok"}})
+
     status: Literal["ok", "unavailable"]
     checks: dict[str, str]
 
@@ -444,6 +554,20 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    """The one error shape of every route: a code, a message and each field's broken rule."""
+
+    model_config = _example(
+        {
+            "error": {
+                "code": "validation_failed",
+                "message": "The request body is invalid.",
+                "fields": [
+                    {"field": "channels[0]", "rule": "enum", "message": "Input should be 'EMAIL'"}
+                ],
+            }
+        }
+    )
+
     error: ErrorDetail
 
 
@@ -451,6 +575,8 @@ Scope = Literal["send", "read", "admin"]
 
 
 class ApiKeyCreate(_Camel):
+    model_config = _example({"name": "billing-service", "scopes": ["send", "read"]})
+
     name: str = Field(min_length=1, max_length=100)
     scopes: list[Scope] = Field(default=["send", "read"], min_length=1, max_length=3)
 
@@ -464,6 +590,19 @@ class _KeyView(_Camel):
 
 
 class ApiKeyView(_KeyView):
+    model_config = _example(
+        {
+            "id": _KEY_ID,
+            "projectId": "default",
+            "name": "billing-service",
+            "keyPrefix": "nsk_AbCd",
+            "scopes": ["send", "read"],
+            "createdAt": "2030-01-01T09:00:00Z",
+            "revokedAt": None,
+            "rotatedFrom": None,
+        }
+    )
+
     id: uuid.UUID
     project_id: str
     name: str
@@ -477,6 +616,17 @@ class ApiKeyView(_KeyView):
 class RotatedKeyView(_KeyView):
     """A rotated key's replacement. Its webhook secret is the old key's, shown only when that
     key was issued: a stolen admin key cannot read it back by rotating."""
+
+    model_config = _example(
+        {
+            "id": "1a2b3c4d-5e6f-4a8b-9c0d-1e2f3a4b5c6d",
+            "projectId": "default",
+            "name": "billing-service",
+            "key": "nsk_newKeyShownOnce",
+            "scopes": ["send", "read"],
+            "rotatedFrom": _KEY_ID,
+        }
+    )
 
     id: uuid.UUID
     project_id: str
@@ -499,6 +649,17 @@ class RotatedKeyView(_KeyView):
 
 class IssuedKeyView(_KeyView):
     """A new key and its webhook signing secret: the only time either is shown."""
+
+    model_config = _example(
+        {
+            "id": _KEY_ID,
+            "projectId": "default",
+            "name": "billing-service",
+            "key": "nsk_keyShownOnce",
+            "webhookSecret": "whsec_secretShownOnce",
+            "scopes": ["send", "read"],
+        }
+    )
 
     id: uuid.UUID
     project_id: str
