@@ -42,6 +42,7 @@ def test_served_document_is_the_one_fuzzed(client: Any, admin_headers: dict[str,
 # is sent to the test's own app, in process.
 schema = schemathesis.openapi.from_dict(json.loads(json.dumps(document(routes_only()))))
 
+
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_every_operation_answers_generated_requests_without_5xx_and_as_documented(
