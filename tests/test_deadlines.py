@@ -39,6 +39,9 @@ NO_DATABASE = {
     "openapi.openapi_json",
     "page.static",
     "page.inbox_page",
+    "docs.static",
+    "docs.docs_page",
+    "docs.swagger_ui_asset",
     "websocket.notifications",
 }
 DEADLINE = 5.0

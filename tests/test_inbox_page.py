@@ -1,4 +1,5 @@
-"""The /inbox page in headless Chromium: a notification appears live, and mark read works."""
+"""The pages in headless Chromium: on /inbox a notification appears live and mark read works;
+/docs shows the API reference."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import BrowserContext, expect, sync_playwright
 
+from app.api.factory import routes_only
+from app.api.openapi import document
 from tests.helpers.inbox import call, in_app
 from tests.helpers.net import free_port
 from tests.helpers.processes import Processes
@@ -94,3 +97,34 @@ def test_inbox_page_shows_a_posted_notification_within_2s_and_mark_read_drops_th
     assert inbox["unreadCount"] == 1
     assert [i["readAt"] is not None for i in inbox["items"]] == [True, False]
     assert elapsed < 2.0
+
+
+def test_docs_page_shows_every_operation_without_a_key_and_fetches_nothing_from_outside(
+    processes: Processes, browser: BrowserContext, tmp_path: Path
+) -> None:
+    port = free_port()
+    processes.api(port, API_WORKERS="1")
+    api = f"http://127.0.0.1:{port}"
+    operations = [
+        op["operationId"]
+        for ops in document(routes_only())["paths"].values()
+        for op in ops.values()
+    ]
+    page = browser.new_page()
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("console", lambda message: print(f"browser console: {message.text}"))
+
+    page.goto(f"{api}/docs")
+
+    expect(page.locator(".opblock")).to_have_count(len(operations), timeout=15_000)
+    for operation_id in ("createNotification", "listNotifications", "rotateApiKey"):
+        expect(page.locator(".opblock-summary-operation-id", has_text=operation_id)).to_have_count(
+            1
+        )
+    expect(page.locator(".opblock-tag", has_text="Notifications")).to_be_visible()
+    shot = tmp_path / "docs.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"screenshot: {shot}")
+    outside = [url for url in requested if not url.startswith((api, "data:"))]
+    assert outside == []

@@ -184,3 +184,19 @@ def test_a_new_route_joins_the_document_with_its_models_tag_and_errors() -> None
     plain = doc["paths"]["/api/v1/extra/{user_id}/plain"]["get"]
     assert plain["operationId"] == "plainView"
     assert plain["summary"] == "Nobody described this one"
+
+
+def test_the_docs_page_and_its_swagger_ui_files_are_served_without_a_key(
+    client: FlaskClient,
+) -> None:
+    page = client.get("/docs")
+    bundle = client.get("/docs/swagger-ui/swagger-ui-bundle.js")
+    start = client.get("/docs/static/docs.js")
+
+    assert page.status_code == 200 and "/docs/swagger-ui/swagger-ui-bundle.js" in page.text
+    assert "script-src 'self';" in page.headers["Content-Security-Policy"]
+    assert bundle.status_code == 200 and b"SwaggerUIBundle" in bundle.data
+    assert start.status_code == 200 and '"/api/v1/openapi.json"' in start.text
+    # Only the two files the page loads: the package's other files are not served.
+    assert client.get("/docs/swagger-ui/swagger-editor-bundle.js").status_code == 404
+    assert client.get("/docs/swagger-ui/..%2Fcore.py").status_code == 404

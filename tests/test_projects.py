@@ -33,6 +33,9 @@ UNSCOPED = {
     "openapi.openapi_json",
     "page.static",
     "page.inbox_page",
+    "docs.static",
+    "docs.docs_page",
+    "docs.swagger_ui_asset",
     "websocket.notifications",
 }
 
