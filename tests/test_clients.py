@@ -25,6 +25,7 @@ from sqlalchemy import Engine
 from app.api.keys import SCOPES, create_api_key
 from tests.helpers.net import free_port
 from tests.helpers.processes import BIN, ROOT, Processes, wait_for
+from tests.standins.smtp import SmtpStandIn
 
 PYTHON_CONFIG = ROOT / "clients" / "openapi-python-client.yaml"
 TYPESCRIPT = ROOT / "clients" / "typescript"
@@ -98,7 +99,7 @@ def generated(api: str, tmp_path: Path) -> Iterator[tuple[ModuleType, Driven]]:
 
 
 def test_a_generated_python_client_drives_every_operation_with_typed_results(
-    api: str, generated: tuple[ModuleType, Driven], engine: Engine
+    api: str, generated: tuple[ModuleType, Driven], engine: Engine, smtp: SmtpStandIn
 ) -> None:
     package, op = generated
     models = importlib.import_module("notification_client.models")
@@ -237,6 +238,45 @@ def test_a_generated_python_client_drives_every_operation_with_typed_results(
     as_revoked = package.AuthenticatedClient(base_url=api, token=rotated.key)
     refused_key = listing.sync(client=as_revoked)
     assert isinstance(refused_key, models.ErrorBody) and refused_key.error.code == "unauthorized"
+
+    # The operator console's API: search, history, retry now, summary.
+    smtp.plan("bounce@example.com", 550)  # refused once: FAILED at once, then accepted
+    bounced = create.sync(
+        client=client,
+        body=models.NotificationCreate(
+            channels=[models.Channel.EMAIL],
+            body="x",
+            subject="Bounce",
+            recipient_email="bounce@example.com",
+        ),
+    )
+    wait_for(
+        lambda: get.sync(bounced.id, client=client).status is models.NotificationStatus.FAILED,
+        timeout=30,
+        what="the refused email failed",
+    )
+    found = op("console.search_notifications").sync(
+        client=client, recipient="BOUNCE@example.com", status=models.NotificationStatus.FAILED
+    )
+    assert isinstance(found, models.NotificationPage)
+    assert [n.id for n in found.items] == [bounced.id]
+    history = op("console.get_notification_history").sync(first.id, client=client)
+    assert isinstance(history, models.NotificationHistory)
+    assert history.content.subject == "Your order shipped"
+    assert all(isinstance(t, models.AuditEntry) for t in history.timeline)
+    assert {t.to_status for t in history.timeline} >= {models.DeliveryStatus.SENT}
+    retried = op("console.retry_delivery").sync(bounced.deliveries[0].id, client=client)
+    assert isinstance(retried, models.NotificationHistory)
+    assert retried.timeline[-1].error_code == "operator_retry"
+    wait_for(
+        lambda: get.sync(bounced.id, client=client).status is models.NotificationStatus.SENT,
+        timeout=30,
+        what="the retried email sent",
+    )
+    summary = op("console.get_console_summary").sync(client=client)
+    assert isinstance(summary, models.ConsoleSummary)
+    assert summary.last_minute.sent >= 3 and summary.last_minute.failed == 1
+    assert summary.queue_depths.additional_properties.keys() >= {"email", "inapp"}
 
     assert op.called == op.generated, "every generated operation is driven above"
 

@@ -42,6 +42,8 @@ NO_DATABASE = {
     "docs.static",
     "docs.docs_page",
     "docs.swagger_ui_asset",
+    "console_page.static",
+    "console_page.console_page",
     "websocket.notifications",
 }
 DEADLINE = 5.0
@@ -107,7 +109,7 @@ def every_database_route(settings: Settings) -> list[tuple[str, str, Any]]:
     """(method, path, body) for every route of the API that reads or writes PostgreSQL."""
     some_id = str(uuid.uuid4())
     values = {"notification_id": some_id, "key_id": some_id, "item_id": some_id}
-    values |= {"user_id": "u1", "device_id": some_id}
+    values |= {"user_id": "u1", "device_id": some_id, "delivery_id": some_id}
     calls = []
     for rule in create_app(settings).url_map.iter_rules():
         if rule.endpoint in NO_DATABASE:

@@ -40,6 +40,10 @@ PUBLISHED = {
     ("/api/v1/health/live", "get"): "getLiveness",
     ("/api/v1/health/ready", "get"): "getReadiness",
     ("/api/v1/openapi.json", "get"): "getOpenApiDocument",
+    ("/api/v1/console/notifications", "get"): "searchNotifications",
+    ("/api/v1/console/notifications/{notification_id}", "get"): "getNotificationHistory",
+    ("/api/v1/console/deliveries/{delivery_id}/retry", "post"): "retryDelivery",
+    ("/api/v1/console/summary", "get"): "getConsoleSummary",
 }
 
 

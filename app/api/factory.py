@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
-from app.api import api_keys, devices, docs, health, inbox, notifications, openapi
+from app.api import api_keys, console, devices, docs, health, inbox, notifications, openapi
 from app.api.context import EXTENSION, ApiContext
 from app.api.errors import ApiError, error_response, register_error_handlers
 from app.api.live import page, websocket
@@ -67,6 +67,8 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(websocket.blueprint)
     app.register_blueprint(page.blueprint)
     app.register_blueprint(docs.blueprint)
+    app.register_blueprint(console.blueprint, url_prefix="/api/v1/console")
+    app.register_blueprint(console.page)
 
 
 def routes_only() -> Flask:

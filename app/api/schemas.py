@@ -678,3 +678,120 @@ class IssuedKeyView(_KeyView):
             webhook_secret=issued.webhook_secret,
             scopes=list(issued.scopes),
         )
+
+
+# The operator console (app/api/console): search, one notification's history, retry, summary.
+
+
+class ConsoleQuery(ListQuery):
+    """The list's filters, and those an operator searches by."""
+
+    id: uuid.UUID | None = None
+    user_id: UserId | None = None
+    recipient: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = Field(
+        default=None, description="An email address, phone number or webhook URL sent to"
+    )
+
+
+class NotificationContent(_Camel):
+    """What a notification was sent with: its recipients and rendered content."""
+
+    model_config = _VIEW
+
+    recipient_email: str | None
+    recipient_phone: str | None
+    user_id: str | None
+    webhook_url: str | None
+    subject: str | None
+    body: str
+    html_body: str | None
+    data: dict[str, Any] | None
+    request_id: str | None
+    idempotency_key: str | None
+
+
+class AuditEntry(_Camel):
+    """One status change of one delivery (``audit_log``)."""
+
+    model_config = _VIEW
+
+    delivery_id: uuid.UUID
+    channel: Channel
+    from_status: DeliveryStatus
+    to_status: DeliveryStatus
+    attempt: int
+    error_code: str | None
+    error: str | None
+    provider_message_id: str | None
+    at: datetime
+
+
+_HISTORY_EXAMPLE = {
+    "notification": _NOTIFICATION_EXAMPLE,
+    "content": {
+        "recipientEmail": "ana@example.com",
+        "recipientPhone": None,
+        "userId": "ana",
+        "webhookUrl": None,
+        "subject": "Your order shipped",
+        "body": "It arrives on Thursday.",
+        "htmlBody": None,
+        "data": {"orderId": 1234},
+        "requestId": "4f1c2b9e0d8a7f6e5d4c3b2a19081726",
+        "idempotencyKey": "order-1234-shipped",
+    },
+    "timeline": [
+        {
+            "deliveryId": _DELIVERY_EXAMPLE["id"],
+            "channel": "EMAIL",
+            "fromStatus": fro,
+            "toStatus": to,
+            "attempt": attempt,
+            "errorCode": None,
+            "error": None,
+            "providerMessageId": None,
+            "at": "2030-01-01T09:00:01Z",
+        }
+        for fro, to, attempt in [
+            ("PENDING", "QUEUED", 0),
+            ("QUEUED", "SENDING", 1),
+            ("SENDING", "SENT", 1),
+        ]
+    ],
+}
+
+
+class NotificationHistory(_Camel):
+    """Everything about one notification: its deliveries, content and status changes."""
+
+    model_config = _example(_HISTORY_EXAMPLE, _VIEW)
+
+    notification: NotificationView
+    content: NotificationContent
+    timeline: list[AuditEntry]
+
+
+class OutcomeCounts(_Camel):
+    model_config = _VIEW
+
+    sent: int
+    failed: int
+
+
+class ConsoleSummary(_Camel):
+    """The console's header: the service's outbox lag and queue depths, the project's outcomes."""
+
+    model_config = _example(
+        {
+            "outboxLagSeconds": 0.0,
+            "queueDepths": {"email": 0, "push": 0, "sms": 0, "webhook": 0, "inapp": 0},
+            "lastMinute": {"sent": 12, "failed": 1},
+        },
+        _VIEW,
+    )
+
+    outbox_lag_seconds: float
+    queue_depths: dict[str, int | None] = Field(
+        description="Messages waiting per channel queue; null when Redis did not answer"
+    )
+    last_minute: OutcomeCounts
