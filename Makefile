@@ -5,19 +5,23 @@
 # `docker-compose config` on docker/docker-compose.yml; no Docker engine is needed for that).
 # `make test` also installs Debian's chromium if missing: the inbox page test drives it.
 # redis-sentinel (Debian's package) runs the Sentinels of the Redis failover test.
+# `make test` also installs Node.js and npm from Debian's packages if missing, then the pinned
+# openapi-typescript and typescript of clients/typescript/package-lock.json (tests/test_clients.py).
 
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: run test bench services deploy-tools browser
+TS_TOOLS := clients/typescript/node_modules/.package-lock.json
+
+.PHONY: run test bench services deploy-tools browser client-tools
 
 run: $(STAMP) services
 	$(BIN)/notification-service dev
 
 # Lint, types (mypy --strict, setup.cfg) and the import rules (setup.cfg's [importlinter]) first.
-test: $(STAMP) services deploy-tools browser
+test: $(STAMP) services deploy-tools browser client-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy app tasks relay
@@ -60,6 +64,17 @@ deploy-tools:
 	  echo "installing docker-compose from Debian's packages"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose; \
 	fi
+
+client-tools: $(TS_TOOLS)
+
+# npm ci installs exactly the committed lock; redone when the lock changes.
+$(TS_TOOLS): clients/typescript/package-lock.json
+	@if ! command -v npm >/dev/null; then \
+	  echo "installing Node.js and npm from Debian's packages (for the TypeScript client test)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm; \
+	fi
+	npm ci --prefix clients/typescript --no-audit --no-fund --loglevel=error
+	touch $(TS_TOOLS)
 
 browser:
 	@if ! command -v chromium >/dev/null; then \

@@ -26,7 +26,8 @@ from tests.helpers.api import SEED
 from tests.helpers.factories import make_api_key
 from tests.helpers.processes import BIN, settings_env
 
-PUBLIC = re.compile(r"^/api/v1/health(/.*)?$")
+# Served without a key: health, and the OpenAPI document (it holds no project's data).
+PUBLIC = re.compile(r"^/api/v1/(health(/.*)?|openapi\.json)$")
 
 
 def api_routes(app: Flask) -> list[tuple[str, str]]:

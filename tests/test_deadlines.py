@@ -39,6 +39,11 @@ NO_DATABASE = {
     "openapi.openapi_json",
     "page.static",
     "page.inbox_page",
+    "docs.static",
+    "docs.docs_page",
+    "docs.swagger_ui_asset",
+    "console_page.static",
+    "console_page.console_page",
     "websocket.notifications",
 }
 DEADLINE = 5.0
@@ -104,7 +109,13 @@ def every_database_route(settings: Settings) -> list[tuple[str, str, Any]]:
     """(method, path, body) for every route of the API that reads or writes PostgreSQL."""
     some_id = str(uuid.uuid4())
     values = {"notification_id": some_id, "key_id": some_id, "item_id": some_id}
-    values |= {"user_id": "u1", "device_id": some_id, "key": "k", "version": "1"}
+    values |= {
+        "user_id": "u1",
+        "device_id": some_id,
+        "delivery_id": some_id,
+        "key": "k",
+        "version": "1",
+    }
     # Bodies that pass validation, so the route reaches the database.
     bodies = {
         "notifications.submit": SEED,

@@ -187,7 +187,7 @@ def test_every_channel_the_api_accepts_has_a_provider_for_every_setting_value() 
 def test_device_responses_match_the_openapi_schemas(
     client: FlaskClient, auth: dict[str, str]
 ) -> None:
-    doc = json.loads(json.dumps(document()))
+    doc = json.loads(json.dumps(document(client.application)))
 
     def check(response: Any, path: str, method: str) -> None:
         spec = doc["paths"][path][method]["responses"][str(response.status_code)]

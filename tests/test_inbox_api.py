@@ -212,7 +212,7 @@ def test_a_short_ws_token_secret_is_refused_at_start() -> None:
 def test_inbox_responses_match_the_openapi_schemas(
     client: FlaskClient, auth: dict[str, str], items: list[dict[str, Any]]
 ) -> None:
-    doc = json.loads(json.dumps(document()))
+    doc = json.loads(json.dumps(document(client.application)))
 
     def check(response: Any, path: str, method: str) -> None:
         spec = doc["paths"][path][method]["responses"][str(response.status_code)]

@@ -33,6 +33,11 @@ UNSCOPED = {
     "openapi.openapi_json",
     "page.static",
     "page.inbox_page",
+    "docs.static",
+    "docs.docs_page",
+    "docs.swagger_ui_asset",
+    "console_page.static",
+    "console_page.console_page",
     "websocket.notifications",
 }
 
@@ -110,6 +115,8 @@ def test_no_route_reaches_another_projects_rows(
     alpha, beta_key = two_projects
     beta = bearer(beta_key)
     n, device, item = alpha.notification_id, alpha.device_id, alpha.item_id
+    shown = client.get(f"/api/v1/notifications/{n}", headers=bearer(alpha.key)).get_json()
+    alpha_delivery = shown["deliveries"][0]["id"]
 
     def not_found(method: str, url: str, **kwargs: Any) -> None:
         response = client.open(url, method=method, headers=beta, **kwargs)
@@ -223,6 +230,12 @@ def test_no_route_reaches_another_projects_rows(
         "inbox.read_all": read_all_marks_nothing_of_alpha,
         "inbox.delete_item": lambda: not_found("DELETE", f"/api/v1/users/ana/inbox/{item}"),
         "inbox.ws_token": token_for_own_project,
+        "console.search": lambda: sees_none_of_alpha("/api/v1/console/notifications"),
+        "console.history": lambda: not_found("GET", f"/api/v1/console/notifications/{n}"),
+        "console.retry": lambda: not_found(
+            "POST", f"/api/v1/console/deliveries/{alpha_delivery}/retry"
+        ),
+        "console.summary": lambda: sees_none_of_alpha("/api/v1/console/summary"),
     }
     served = {rule.endpoint for rule in flask_app.url_map.iter_rules()} - UNSCOPED
     assert served == set(calls), "a route was added: say how it stays inside its project"

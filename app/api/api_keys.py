@@ -8,11 +8,13 @@ from app.api import keys
 from app.api.auth import require_api_key
 from app.api.context import api_context
 from app.api.errors import ApiError
+from app.api.openapi import operation, tag
 from app.api.params import parse_body, path_uuid
 from app.api.schemas import ApiKeyCreate, ApiKeyView, IssuedKeyView, RotatedKeyView
 
 blueprint = Blueprint("api_keys", __name__)
 blueprint.before_request(require_api_key)
+tag(blueprint, "API keys", "Issue, list, revoke and rotate the project's API keys (admin scope).")
 
 
 def _json(body: str, status: int = 200) -> Response:
@@ -20,6 +22,11 @@ def _json(body: str, status: int = 200) -> Response:
 
 
 @blueprint.get("")
+@operation(
+    "listApiKeys",
+    "Every key of the caller's project, live and revoked; never a key itself",
+    responses={200: [ApiKeyView]},
+)
 def list_keys() -> Response:
     listed = [
         ApiKeyView.model_validate(k) for k in keys.list_api_keys(api_context().engine, g.project_id)
@@ -28,6 +35,12 @@ def list_keys() -> Response:
 
 
 @blueprint.post("")
+@operation(
+    "createApiKey",
+    "Issue an API key; the key and its webhook secret are shown once",
+    body=ApiKeyCreate,
+    responses={201: IssuedKeyView},
+)
 def create_key() -> Response:
     body = parse_body(ApiKeyCreate, request.get_data() or b"{}")
     # Keys are made in the caller's own project: no route reaches another project.
@@ -36,6 +49,7 @@ def create_key() -> Response:
 
 
 @blueprint.post("/<key_id>/revoke")
+@operation("revokeApiKey", "Revoke an API key", responses={204: None}, errors=(404,))
 def revoke_key(key_id: str) -> Response:
     found = api_context()
     ident = path_uuid(key_id)
@@ -48,6 +62,12 @@ def revoke_key(key_id: str) -> Response:
 
 
 @blueprint.post("/<key_id>/rotate")
+@operation(
+    "rotateApiKey",
+    "Replace a key by a new one with the same scopes and webhook secret; the old one is revoked",
+    responses={201: RotatedKeyView},
+    errors=(404,),
+)
 def rotate_key(key_id: str) -> Response:
     found = api_context()
     ident = path_uuid(key_id)

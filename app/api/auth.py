@@ -11,7 +11,7 @@ from app.api.keys import authenticate
 
 # Which scope a request needs: reading needs ``read``, changing needs ``send``; blueprints that
 # manage the service itself need ``admin`` whatever the method.
-ADMIN_BLUEPRINTS = frozenset({"api_keys"})
+ADMIN_BLUEPRINTS = frozenset({"api_keys", "console"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 

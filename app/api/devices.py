@@ -7,6 +7,7 @@ from flask import Blueprint, Response, g, request
 from app.api.auth import require_api_key
 from app.api.context import api_context
 from app.api.errors import ApiError
+from app.api.openapi import operation, tag
 from app.api.params import json_response, parse_body, validate
 from app.api.schemas import DeviceList, DevicePath, DeviceRegistration, DeviceView, UserPath
 from app.core.db import transaction
@@ -14,9 +15,17 @@ from app.store import devices
 
 blueprint = Blueprint("devices", __name__)
 blueprint.before_request(require_api_key)
+tag(blueprint, "Devices", "The push device registry of each user.")
 
 
 @blueprint.put("/<user_id>/devices")
+@operation(
+    "registerDevice",
+    "Register a push device for the user, or update the one with this token",
+    body=DeviceRegistration,
+    responses={200: DeviceView, 201: DeviceView},
+    errors=(415,),
+)
 def register(user_id: str) -> Response:
     path = validate(UserPath, {"userId": user_id}, where="path")
     if not request.is_json:
@@ -36,6 +45,11 @@ def register(user_id: str) -> Response:
 
 
 @blueprint.get("/<user_id>/devices")
+@operation(
+    "listDevices",
+    "The user's devices, active and deactivated, oldest first",
+    responses={200: DeviceList},
+)
 def list_devices(user_id: str) -> Response:
     path = validate(UserPath, {"userId": user_id}, where="path")
     with transaction(api_context().engine) as conn:
@@ -44,6 +58,7 @@ def list_devices(user_id: str) -> Response:
 
 
 @blueprint.delete("/<user_id>/devices/<device_id>")
+@operation("deleteDevice", "Remove one of the user's devices", responses={204: None}, errors=(404,))
 def remove(user_id: str, device_id: str) -> Response:
     path = validate(DevicePath, {"userId": user_id, "deviceId": device_id}, where="path")
     with transaction(api_context().engine) as conn:

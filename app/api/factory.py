@@ -13,7 +13,17 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
-from app.api import api_keys, devices, health, inbox, notifications, openapi, templates
+from app.api import (
+    api_keys,
+    console,
+    devices,
+    docs,
+    health,
+    inbox,
+    notifications,
+    openapi,
+    templates,
+)
 from app.api.context import EXTENSION, ApiContext
 from app.api.errors import ApiError, error_response, register_error_handlers
 from app.api.live import page, websocket
@@ -52,6 +62,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     _trace_requests(app)
     init_flask_metrics(app)
+    _register_blueprints(app)
+    app.wsgi_app = _BoundedBody(app.wsgi_app, settings.api_max_body_bytes)  # type: ignore[method-assign]
+    return app
+
+
+def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(health.blueprint, url_prefix="/api/v1/health")
     app.register_blueprint(notifications.blueprint, url_prefix="/api/v1/notifications")
     app.register_blueprint(api_keys.blueprint, url_prefix="/api/v1/api-keys")
@@ -62,7 +78,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(templates.layouts_blueprint, url_prefix="/api/v1/layouts")
     app.register_blueprint(websocket.blueprint)
     app.register_blueprint(page.blueprint)
-    app.wsgi_app = _BoundedBody(app.wsgi_app, settings.api_max_body_bytes)  # type: ignore[method-assign]
+    app.register_blueprint(docs.blueprint)
+    app.register_blueprint(console.blueprint, url_prefix="/api/v1/console")
+    app.register_blueprint(console.page)
+
+
+def routes_only() -> Flask:
+    """The app's routes and hooks without a process (no database, no Redis): what the OpenAPI
+    document is generated from where no API runs, e.g. to fuzz it or to write it to a file."""
+    app = Flask(__name__)
+    _register_blueprints(app)
     return app
 
 

@@ -11,6 +11,7 @@ from app.api.auth import require_api_key
 from app.api.context import api_context
 from app.api.errors import ApiError
 from app.api.live import tokens
+from app.api.openapi import operation, tag
 from app.api.params import json_response, query_cursor, validate
 from app.api.schemas import (
     InboxItemPath,
@@ -27,11 +28,18 @@ from app.store import inbox
 
 blueprint = Blueprint("inbox", __name__)
 blueprint.before_request(require_api_key)
+tag(blueprint, "Inbox", "Each user's in-app inbox, and tokens for its WebSocket.")
 
 WS_PATH = "/ws/notifications"
 
 
 @blueprint.get("/<user_id>/inbox")
+@operation(
+    "listInboxItems",
+    "The user's in-app inbox, newest first, with the unread count",
+    query=InboxQuery,
+    responses={200: InboxPage},
+)
 def list_items(user_id: str) -> Response:
     user = _user(user_id)
     query = validate(InboxQuery, dict(request.args), where="query string")
@@ -47,6 +55,12 @@ def list_items(user_id: str) -> Response:
 
 
 @blueprint.post("/<user_id>/inbox/<item_id>/read")
+@operation(
+    "markInboxItemRead",
+    "Mark one item read (every open socket of the user is told)",
+    responses={200: InboxItemView},
+    errors=(404,),
+)
 def read_item(user_id: str, item_id: str) -> Response:
     user, item = _item(user_id, item_id)
     with transaction(api_context().engine) as conn:
@@ -65,6 +79,9 @@ def read_item(user_id: str, item_id: str) -> Response:
 
 
 @blueprint.post("/<user_id>/inbox/read-all")
+@operation(
+    "markAllInboxItemsRead", "Mark every item of the user read", responses={200: InboxReadResult}
+)
 def read_all(user_id: str) -> Response:
     user = _user(user_id)
     with transaction(api_context().engine) as conn:
@@ -80,6 +97,9 @@ def read_all(user_id: str) -> Response:
 
 
 @blueprint.delete("/<user_id>/inbox/<item_id>")
+@operation(
+    "deleteInboxItem", "Delete one item from the user's inbox", responses={204: None}, errors=(404,)
+)
 def delete_item(user_id: str, item_id: str) -> Response:
     user, item = _item(user_id, item_id)
     with transaction(api_context().engine) as conn:
@@ -96,6 +116,11 @@ def delete_item(user_id: str, item_id: str) -> Response:
 
 
 @blueprint.post("/<user_id>/ws-token")
+@operation(
+    "createWsToken",
+    "A short-lived token for the user's WebSocket at /ws/notifications",
+    responses={201: WsToken},
+)
 def ws_token(user_id: str) -> Response:
     user = _user(user_id)
     settings = api_context().settings

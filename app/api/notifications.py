@@ -11,6 +11,7 @@ from app.api import ingest, templates
 from app.api.auth import require_api_key
 from app.api.context import api_context
 from app.api.errors import ApiError
+from app.api.openapi import operation, tag
 from app.api.params import json_response, parse_body, path_uuid, query_cursor, validate
 from app.api.schemas import (
     CancelResult,
@@ -33,12 +34,29 @@ blueprint = Blueprint("notifications", __name__)
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_KEY_MAX = 255
+IDEMPOTENCY_HEADER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "A repeat with the same key and body returns the first notification",
+    "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX},
+    "example": "order-1234-shipped",
+}
 
 
 blueprint.before_request(require_api_key)
+tag(blueprint, "Notifications", "Submit notifications, read their deliveries, list and cancel.")
 
 
 @blueprint.post("")
+@operation(
+    "createNotification",
+    "Submit a notification for delivery on one or more channels",
+    body=NotificationCreate,
+    responses={202: NotificationView},
+    errors=(409, 415),
+    headers=(IDEMPOTENCY_HEADER,),
+)
 def submit() -> Response:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json.")
@@ -108,6 +126,12 @@ def submit() -> Response:
 
 
 @blueprint.get("/<notification_id>")
+@operation(
+    "getNotification",
+    "One notification with the status of each delivery",
+    responses={200: NotificationView},
+    errors=(404,),
+)
 def read(notification_id: str) -> Response:
     with transaction(api_context().engine) as conn:
         found = notifications.get(conn, g.project_id, path_uuid(notification_id))
@@ -117,6 +141,12 @@ def read(notification_id: str) -> Response:
 
 
 @blueprint.get("")
+@operation(
+    "listNotifications",
+    "List notifications, newest first, with keyset pagination",
+    query=ListQuery,
+    responses={200: NotificationPage},
+)
 def list_notifications() -> Response:
     query = validate(ListQuery, dict(request.args), where="query string")
     cursor = query_cursor(query.cursor, notifications.decode_cursor)
@@ -135,6 +165,12 @@ def list_notifications() -> Response:
 
 
 @blueprint.post("/<notification_id>/cancel")
+@operation(
+    "cancelNotification",
+    "Cancel the deliveries that are not yet sending or sent",
+    responses={200: CancelResult},
+    errors=(404, 409),
+)
 def cancel(notification_id: str) -> Response:
     with transaction(api_context().engine) as conn:
         found, cancelled = notifications.cancel(conn, g.project_id, path_uuid(notification_id))

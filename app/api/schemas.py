@@ -93,6 +93,66 @@ TemplateKey = Annotated[
 
 MAX_DEVICE_TOKENS = 100
 
+# Examples of the document (app/api/openapi.py): each top-level model carries one in its JSON
+# schema (``examples``), and the document shows it with every request and answer of that model.
+_NOTIFICATION_ID = "c7487285-4c1e-4f4b-9a55-2f4a5e0e7d11"
+_DELIVERY_EXAMPLE = {
+    "id": "7793daf9-3c1b-4f0e-8d7e-2b6f0c9a1e22",
+    "channel": "EMAIL",
+    "status": "SENT",
+    "attempts": 1,
+    "errorCode": None,
+    "lastError": None,
+    "providerMessageId": "<7793daf9-3c1b-4f0e-8d7e-2b6f0c9a1e22@example.com>",
+    "nextAttemptAt": None,
+    "createdAt": "2030-01-01T09:00:00Z",
+    "updatedAt": "2030-01-01T09:00:01Z",
+    "sentAt": "2030-01-01T09:00:01Z",
+}
+_NOTIFICATION_EXAMPLE = {
+    "id": _NOTIFICATION_ID,
+    "type": "TRANSACTIONAL",
+    "priority": "NORMAL",
+    "status": "SENT",
+    "sendAt": None,
+    "expiresAt": None,
+    "createdAt": "2030-01-01T09:00:00Z",
+    "deliveries": [_DELIVERY_EXAMPLE],
+}
+_DEVICE_EXAMPLE = {
+    "id": "0b7c3f8e-1d2a-4c5b-9e6f-7a8b9c0d1e2f",
+    "userId": "ana",
+    "platform": "fcm",
+    "tokenPrefix": "fGk2pQ",
+    "appId": "com.example.app",
+    "locale": "pt-BR",
+    "active": True,
+    "deactivatedAt": None,
+    "deactivationReason": None,
+    "createdAt": "2030-01-01T09:00:00Z",
+    "updatedAt": "2030-01-01T09:00:00Z",
+}
+_INBOX_ITEM_EXAMPLE = {
+    "id": "5d1e2f3a-4b5c-4d7e-8f90-a1b2c3d4e5f6",
+    "notificationId": _NOTIFICATION_ID,
+    "category": "TRANSACTIONAL",
+    "title": "Your order shipped",
+    "body": "It arrives on Thursday.",
+    "data": {"orderId": 1234},
+    "createdAt": "2030-01-01T09:00:01Z",
+    "readAt": None,
+    "cursor": "MTg5MzQ4ODQwMTAwMDAwMDo1ZDFlMmYzYQ",
+}
+_KEY_ID = "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a"
+
+
+def _example(example: dict[str, Any], config: ConfigDict | None = None) -> ConfigDict:
+    """A model's config (``config`` and) its one example."""
+    return ConfigDict(**(config or {}), json_schema_extra={"examples": [example]})
+
+
+_VIEW = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+
 
 def _to_utc(moment: datetime) -> datetime:
     # PostgreSQL accepts UTC offsets only up to ±15:59, Python up to ±23:59: normalising here
@@ -160,6 +220,18 @@ def _storable_json(value: Any, depth: int = 1) -> None:
 
 
 class NotificationCreate(_Camel):
+    model_config = _example(
+        {
+            "priority": "NORMAL",
+            "channels": ["EMAIL", "IN_APP"],
+            "recipientEmail": "ana@example.com",
+            "userId": "ana",
+            "subject": "Your order shipped",
+            "body": "It arrives on Thursday.",
+            "data": {"orderId": 1234},
+        }
+    )
+
     type: NotificationType = NotificationType.TRANSACTIONAL
     priority: Priority = Priority.NORMAL
     channels: list[Channel] = Field(min_length=1, max_length=len(Channel))
@@ -313,7 +385,7 @@ class DeliveryView(_Camel):
 
 
 class NotificationView(_Camel):
-    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+    model_config = _example(_NOTIFICATION_EXAMPLE, _VIEW)
 
     id: uuid.UUID
     type: NotificationType
@@ -326,14 +398,32 @@ class NotificationView(_Camel):
 
 
 class NotificationPage(_Camel):
-    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+    model_config = _example({"items": [_NOTIFICATION_EXAMPLE], "nextCursor": "MjAzMDAxMDE"}, _VIEW)
 
     items: list[NotificationView]
     next_cursor: str | None
 
 
 class CancelResult(_Camel):
-    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+    model_config = _example(
+        {
+            "cancelled": 1,
+            "notification": {
+                **_NOTIFICATION_EXAMPLE,
+                "status": "CANCELLED",
+                "deliveries": [
+                    {
+                        **_DELIVERY_EXAMPLE,
+                        "status": "CANCELLED",
+                        "attempts": 0,
+                        "providerMessageId": None,
+                        "sentAt": None,
+                    }
+                ],
+            },
+        },
+        _VIEW,
+    )
 
     cancelled: int
     notification: NotificationView
@@ -341,6 +431,15 @@ class CancelResult(_Camel):
 
 class DeviceRegistration(_Camel):
     """``PUT /users/{userId}/devices``: register a device, or update the one with this token."""
+
+    model_config = _example(
+        {
+            "platform": "fcm",
+            "token": "fGk2pQ:APA91bH-example",
+            "appId": "com.example.app",
+            "locale": "pt-BR",
+        }
+    )
 
     platform: PushPlatform
     token: DeviceToken
@@ -363,7 +462,7 @@ _HEX_TOKEN = re.compile(r"(?:[0-9a-fA-F]{2})+")
 class DeviceView(_Camel):
     """A registered device. The token itself is never shown back, only its first characters."""
 
-    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+    model_config = _example(_DEVICE_EXAMPLE, _VIEW)
 
     id: uuid.UUID
     user_id: str
@@ -379,7 +478,7 @@ class DeviceView(_Camel):
 
 
 class DeviceList(_Camel):
-    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+    model_config = _example({"items": [_DEVICE_EXAMPLE]}, _VIEW)
 
     items: list[DeviceView]
 
@@ -412,7 +511,7 @@ class InboxItemPath(BaseModel):
 
 
 class InboxItemView(_Camel):
-    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+    model_config = _example(_INBOX_ITEM_EXAMPLE, _VIEW)
 
     id: uuid.UUID
     notification_id: uuid.UUID
@@ -426,7 +525,9 @@ class InboxItemView(_Camel):
 
 
 class InboxPage(_Camel):
-    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+    model_config = _example(
+        {"items": [_INBOX_ITEM_EXAMPLE], "nextCursor": None, "unreadCount": 1}, _VIEW
+    )
 
     items: list[InboxItemView]
     next_cursor: str | None
@@ -434,14 +535,21 @@ class InboxPage(_Camel):
 
 
 class InboxReadResult(_Camel):
-    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+    model_config = _example({"marked": 3, "unreadCount": 0}, _VIEW)
 
     marked: int
     unread_count: int
 
 
 class WsToken(_Camel):
-    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+    model_config = _example(
+        {
+            "token": "v1.eyJwIjoiZGVmYXVsdCIsInUiOiJhbmEifQ.c2lnbmF0dXJl",
+            "expiresAt": "2030-01-01T09:02:00Z",
+            "url": "/ws/notifications",
+        },
+        _VIEW,
+    )
 
     token: str
     expires_at: datetime
@@ -449,6 +557,8 @@ class WsToken(_Camel):
 
 
 class HealthCheck(BaseModel):
+    model_config = _example({"status": "ok", "checks": {"postgres": "ok", "redis": "ok"}})
+
     status: Literal["ok", "unavailable"]
     checks: dict[str, str]
 
@@ -469,6 +579,20 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    """The one error shape of every route: a code, a message and each field's broken rule."""
+
+    model_config = _example(
+        {
+            "error": {
+                "code": "validation_failed",
+                "message": "The request body is invalid.",
+                "fields": [
+                    {"field": "channels[0]", "rule": "enum", "message": "Input should be 'EMAIL'"}
+                ],
+            }
+        }
+    )
+
     error: ErrorDetail
 
 
@@ -476,6 +600,8 @@ Scope = Literal["send", "read", "admin"]
 
 
 class ApiKeyCreate(_Camel):
+    model_config = _example({"name": "billing-service", "scopes": ["send", "read"]})
+
     name: str = Field(min_length=1, max_length=100)
     scopes: list[Scope] = Field(default=["send", "read"], min_length=1, max_length=3)
 
@@ -489,6 +615,19 @@ class _KeyView(_Camel):
 
 
 class ApiKeyView(_KeyView):
+    model_config = _example(
+        {
+            "id": _KEY_ID,
+            "projectId": "default",
+            "name": "billing-service",
+            "keyPrefix": "nsk_AbCd",
+            "scopes": ["send", "read"],
+            "createdAt": "2030-01-01T09:00:00Z",
+            "revokedAt": None,
+            "rotatedFrom": None,
+        }
+    )
+
     id: uuid.UUID
     project_id: str
     name: str
@@ -502,6 +641,17 @@ class ApiKeyView(_KeyView):
 class RotatedKeyView(_KeyView):
     """A rotated key's replacement. Its webhook secret is the old key's, shown only when that
     key was issued: a stolen admin key cannot read it back by rotating."""
+
+    model_config = _example(
+        {
+            "id": "1a2b3c4d-5e6f-4a8b-9c0d-1e2f3a4b5c6d",
+            "projectId": "default",
+            "name": "billing-service",
+            "key": "nsk_newKeyShownOnce",
+            "scopes": ["send", "read"],
+            "rotatedFrom": _KEY_ID,
+        }
+    )
 
     id: uuid.UUID
     project_id: str
@@ -525,6 +675,17 @@ class RotatedKeyView(_KeyView):
 class IssuedKeyView(_KeyView):
     """A new key and its webhook signing secret: the only time either is shown."""
 
+    model_config = _example(
+        {
+            "id": _KEY_ID,
+            "projectId": "default",
+            "name": "billing-service",
+            "key": "nsk_keyShownOnce",
+            "webhookSecret": "whsec_secretShownOnce",
+            "scopes": ["send", "read"],
+        }
+    )
+
     id: uuid.UUID
     project_id: str
     name: str
@@ -542,3 +703,120 @@ class IssuedKeyView(_KeyView):
             webhook_secret=issued.webhook_secret,
             scopes=list(issued.scopes),
         )
+
+
+# The operator console (app/api/console): search, one notification's history, retry, summary.
+
+
+class ConsoleQuery(ListQuery):
+    """The list's filters, and those an operator searches by."""
+
+    id: uuid.UUID | None = None
+    user_id: UserId | None = None
+    recipient: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = Field(
+        default=None, description="An email address, phone number or webhook URL sent to"
+    )
+
+
+class NotificationContent(_Camel):
+    """What a notification was sent with: its recipients and rendered content."""
+
+    model_config = _VIEW
+
+    recipient_email: str | None
+    recipient_phone: str | None
+    user_id: str | None
+    webhook_url: str | None
+    subject: str | None
+    body: str
+    html_body: str | None
+    data: dict[str, Any] | None
+    request_id: str | None
+    idempotency_key: str | None
+
+
+class AuditEntry(_Camel):
+    """One status change of one delivery (``audit_log``)."""
+
+    model_config = _VIEW
+
+    delivery_id: uuid.UUID
+    channel: Channel
+    from_status: DeliveryStatus
+    to_status: DeliveryStatus
+    attempt: int
+    error_code: str | None
+    error: str | None
+    provider_message_id: str | None
+    at: datetime
+
+
+_HISTORY_EXAMPLE = {
+    "notification": _NOTIFICATION_EXAMPLE,
+    "content": {
+        "recipientEmail": "ana@example.com",
+        "recipientPhone": None,
+        "userId": "ana",
+        "webhookUrl": None,
+        "subject": "Your order shipped",
+        "body": "It arrives on Thursday.",
+        "htmlBody": None,
+        "data": {"orderId": 1234},
+        "requestId": "4f1c2b9e0d8a7f6e5d4c3b2a19081726",
+        "idempotencyKey": "order-1234-shipped",
+    },
+    "timeline": [
+        {
+            "deliveryId": _DELIVERY_EXAMPLE["id"],
+            "channel": "EMAIL",
+            "fromStatus": fro,
+            "toStatus": to,
+            "attempt": attempt,
+            "errorCode": None,
+            "error": None,
+            "providerMessageId": None,
+            "at": "2030-01-01T09:00:01Z",
+        }
+        for fro, to, attempt in [
+            ("PENDING", "QUEUED", 0),
+            ("QUEUED", "SENDING", 1),
+            ("SENDING", "SENT", 1),
+        ]
+    ],
+}
+
+
+class NotificationHistory(_Camel):
+    """Everything about one notification: its deliveries, content and status changes."""
+
+    model_config = _example(_HISTORY_EXAMPLE, _VIEW)
+
+    notification: NotificationView
+    content: NotificationContent
+    timeline: list[AuditEntry]
+
+
+class OutcomeCounts(_Camel):
+    model_config = _VIEW
+
+    sent: int
+    failed: int
+
+
+class ConsoleSummary(_Camel):
+    """The console's header: the service's outbox lag and queue depths, the project's outcomes."""
+
+    model_config = _example(
+        {
+            "outboxLagSeconds": 0.0,
+            "queueDepths": {"email": 0, "push": 0, "sms": 0, "webhook": 0, "inapp": 0},
+            "lastMinute": {"sent": 12, "failed": 1},
+        },
+        _VIEW,
+    )
+
+    outbox_lag_seconds: float
+    queue_depths: dict[str, int | None] = Field(
+        description="Messages waiting per channel queue; null when Redis did not answer"
+    )
+    last_minute: OutcomeCounts

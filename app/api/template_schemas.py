@@ -13,6 +13,7 @@ from app.api.schemas import (
     TemplateKey,
     UserId,
     _Camel,
+    _example,
     _storable_json,
 )
 from app.core.domain import Channel
@@ -91,8 +92,38 @@ class TemplateChannels(_Camel):
         return self
 
 
+_CHANNELS_EXAMPLE: dict[str, Any] = {
+    "EMAIL": {
+        "subject": "Order {{ data.orderId }} shipped",
+        "text": "Hi {{ user.name }}, it is on its way.",
+        "locales": {"fr": {"subject": "Commande {{ data.orderId }} expédiée"}},
+    },
+    "SMS": {"body": "Order {{ data.orderId }} shipped"},
+}
+_TEMPLATE_VIEW_EXAMPLE: dict[str, Any] = {
+    "key": "order-shipped",
+    "version": 2,
+    "latestVersion": 2,
+    "channels": _CHANNELS_EXAMPLE,
+    "layout": "brand",
+    "createdAt": "2026-12-04T10:00:00Z",
+    "archivedAt": None,
+}
+_LAYOUT_VIEW_EXAMPLE: dict[str, Any] = {
+    "key": "brand",
+    "version": 1,
+    "latestVersion": 1,
+    "html": "<html><body>{{ content }}</body></html>",
+    "text": None,
+    "createdAt": "2026-12-04T10:00:00Z",
+    "archivedAt": None,
+}
+
+
 class TemplatePut(_Camel):
     """``PUT /templates/{key}``: the content of the template's next version."""
+
+    model_config = _example({"channels": _CHANNELS_EXAMPLE, "layout": "brand"})
 
     channels: TemplateChannels
     layout: TemplateKey | None = Field(
@@ -103,6 +134,8 @@ class TemplatePut(_Camel):
 class LayoutPut(_Camel):
     """``PUT /layouts/{key}``: an email wrapper; ``{{ content }}`` is where the email goes."""
 
+    model_config = _example({"html": "<html><body>{{ content }}</body></html>"})
+
     html: Source
     text: Source | None = None
 
@@ -112,6 +145,8 @@ class _View(_Camel):
 
 
 class TemplateView(_View):
+    model_config = _example(_TEMPLATE_VIEW_EXAMPLE, _View.model_config)
+
     key: str
     version: int
     latest_version: int
@@ -122,6 +157,8 @@ class TemplateView(_View):
 
 
 class LayoutView(_View):
+    model_config = _example(_LAYOUT_VIEW_EXAMPLE, _View.model_config)
+
     key: str
     version: int
     latest_version: int
@@ -132,11 +169,19 @@ class LayoutView(_View):
 
 
 class TemplatePage(_View):
+    model_config = _example(
+        {"items": [_TEMPLATE_VIEW_EXAMPLE], "nextCursor": None}, _View.model_config
+    )
+
     items: list[TemplateView]
     next_cursor: str | None
 
 
 class LayoutPage(_View):
+    model_config = _example(
+        {"items": [_LAYOUT_VIEW_EXAMPLE], "nextCursor": None}, _View.model_config
+    )
+
     items: list[LayoutView]
     next_cursor: str | None
 
@@ -153,6 +198,8 @@ class TemplateListQuery(_Camel):
 
 class TemplatePreview(_Camel):
     """``POST /templates/{key}/preview``: render without sending."""
+
+    model_config = _example({"data": {"orderId": 1234}, "userId": "ana", "locale": "fr"})
 
     data: dict[str, Any] | None = None
     user_id: UserId | None = None
@@ -174,6 +221,17 @@ class RenderedChannel(_View):
 
 
 class PreviewView(_View):
+    model_config = _example(
+        {
+            "key": "order-shipped",
+            "version": 2,
+            "channels": {
+                "SMS": {"locale": "fr", "content": {"body": "Commande 1234 expédiée"}},
+            },
+        },
+        _View.model_config,
+    )
+
     key: str
     version: int
     channels: dict[str, RenderedChannel]

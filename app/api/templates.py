@@ -6,16 +6,18 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from flask import Blueprint, Response, g, request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from app.api import openapi
 from app.api.auth import require_api_key
 from app.api.context import api_context
 from app.api.errors import ApiError
+from app.api.openapi import operation
 from app.api.params import json_response, parse_body, validate
-from app.api.schemas import FieldError, NotificationCreate
+from app.api.schemas import FieldError, NotificationCreate, TemplateKey
 from app.api.template_schemas import (
     LayoutPage,
     LayoutPut,
@@ -36,6 +38,11 @@ blueprint = Blueprint("templates", __name__)
 layouts_blueprint = Blueprint("layouts", __name__)
 blueprint.before_request(require_api_key)
 layouts_blueprint.before_request(require_api_key)
+openapi.tag(
+    blueprint, "Templates", "Versioned content per channel and locale, rendered per recipient."
+)
+openapi.tag(layouts_blueprint, "Layouts", "Versioned email wrappers that templates name.")
+_PATH = {"key": TemplateKey, "version": Annotated[int, Field(ge=1)]}
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -107,6 +114,15 @@ def _created(view: type[BaseModel], body: dict[str, Any], kind: str) -> Response
 
 
 @blueprint.put("/<key>")
+@operation(
+    "putTemplate",
+    "Add the next version of a template (created at its first); one that does not"
+    " compile is refused with its line and column",
+    body=TemplatePut,
+    responses={201: TemplateView},
+    errors=(415,),
+    path=_PATH,
+)
 def put_template(key: str) -> Response:
     key = _key(key)
     body = _json_body(TemplatePut)
@@ -128,6 +144,14 @@ def put_template(key: str) -> Response:
 
 
 @layouts_blueprint.put("/<key>")
+@operation(
+    "putLayout",
+    "Add the next version of a layout (created at its first)",
+    body=LayoutPut,
+    responses={201: LayoutView},
+    errors=(415,),
+    path=_PATH,
+)
 def put_layout(key: str) -> Response:
     key = _key(key)
     body = _json_body(LayoutPut)
@@ -158,22 +182,50 @@ def _version(version: str) -> int:
 
 
 @blueprint.get("/<key>")
+@operation(
+    "getTemplate",
+    "The template's latest version",
+    responses={200: TemplateView},
+    errors=(404,),
+    path=_PATH,
+)
 def get_template(key: str) -> Response:
     return json_response(TemplateView, _template_view(_get(TEMPLATE, key, None)))
 
 
 @blueprint.get("/<key>/versions/<version>")
+@operation(
+    "getTemplateVersion",
+    "One version of the template",
+    responses={200: TemplateView},
+    errors=(404,),
+    path=_PATH,
+)
 def get_template_version(key: str, version: str) -> Response:
     found = _get(TEMPLATE, key, _version(version))
     return json_response(TemplateView, _template_view(found))
 
 
 @layouts_blueprint.get("/<key>")
+@operation(
+    "getLayout",
+    "The layout's latest version",
+    responses={200: LayoutView},
+    errors=(404,),
+    path=_PATH,
+)
 def get_layout(key: str) -> Response:
     return json_response(LayoutView, _layout_view(_get(LAYOUT, key, None)))
 
 
 @layouts_blueprint.get("/<key>/versions/<version>")
+@operation(
+    "getLayoutVersion",
+    "One version of the layout",
+    responses={200: LayoutView},
+    errors=(404,),
+    path=_PATH,
+)
 def get_layout_version(key: str, version: str) -> Response:
     return json_response(LayoutView, _layout_view(_get(LAYOUT, key, _version(version))))
 
@@ -189,6 +241,13 @@ def _list(kind: str) -> tuple[list[templates.Version], str | None]:
 
 
 @blueprint.get("")
+@operation(
+    "listTemplates",
+    "List templates by key, each at its latest version",
+    query=TemplateListQuery,
+    responses={200: TemplatePage},
+    path=_PATH,
+)
 def list_templates() -> Response:
     page, cursor = _list(TEMPLATE)
     items = [_template_view(v) for v in page]
@@ -196,6 +255,13 @@ def list_templates() -> Response:
 
 
 @layouts_blueprint.get("")
+@operation(
+    "listLayouts",
+    "List layouts by key, each at its latest version",
+    query=TemplateListQuery,
+    responses={200: LayoutPage},
+    path=_PATH,
+)
 def list_layouts() -> Response:
     page, cursor = _list(LAYOUT)
     items = [_layout_view(v) for v in page]
@@ -211,11 +277,25 @@ def _archive(kind: str, key: str) -> Response:
 
 
 @blueprint.delete("/<key>")
+@operation(
+    "archiveTemplate",
+    "Archive the template: sends naming it are refused from then on",
+    responses={204: None},
+    errors=(404,),
+    path=_PATH,
+)
 def archive_template(key: str) -> Response:
     return _archive(TEMPLATE, key)
 
 
 @layouts_blueprint.delete("/<key>")
+@operation(
+    "archiveLayout",
+    "Archive the layout: sends naming it are refused from then on",
+    responses={204: None},
+    errors=(404,),
+    path=_PATH,
+)
 def archive_layout(key: str) -> Response:
     return _archive(LAYOUT, key)
 
@@ -362,6 +442,15 @@ def pin_for_send(conn: Any, project_id: str, body: NotificationCreate) -> Pinned
 
 
 @blueprint.post("/<key>/preview")
+@operation(
+    "previewTemplate",
+    "Render the template per channel for data, a user and a locale, without sending;"
+    " the errors a send would get",
+    body=TemplatePreview,
+    responses={200: PreviewView},
+    errors=(415,),
+    path=_PATH,
+)
 def preview(key: str) -> Response:
     key = _key(key)
     body = _json_body(TemplatePreview)

@@ -146,6 +146,20 @@ class Settings:
     smtp_timeout_seconds: float = _setting(
         "SMTP_TIMEOUT_SECONDS", 10.0, "Connect and per-command timeout for SMTP."
     )
+    dkim_private_key_file: str = _setting(
+        "DKIM_PRIVATE_KEY_FILE",
+        "",
+        "PEM file of the RSA key (a mounted secret) that DKIM-signs outgoing email; empty ="
+        " unsigned. Needs `DKIM_SELECTOR` and `DKIM_DOMAIN`.",
+    )
+    dkim_selector: str = _setting(
+        "DKIM_SELECTOR",
+        "",
+        "DKIM selector: the key is published at `<selector>._domainkey.<domain>`.",
+    )
+    dkim_domain: str = _setting(
+        "DKIM_DOMAIN", "", "Signing domain (`d=`); usually the domain of `SMTP_FROM`."
+    )
     sms_provider: str = _setting(
         "SMS_PROVIDER",
         "log",
@@ -424,6 +438,8 @@ class Settings:
             raise SettingsError(
                 "PUSH_PROVIDER=live needs FCM_SERVICE_ACCOUNT_FILE or APNS_KEY_FILE (or both)"
             )
+        if self.dkim_private_key_file and not (self.dkim_selector and self.dkim_domain):
+            raise SettingsError("DKIM_PRIVATE_KEY_FILE needs DKIM_SELECTOR and DKIM_DOMAIN")
         if self.apns_key_file and not (self.apns_key_id and self.apns_team_id):
             raise SettingsError("APNS_KEY_FILE needs APNS_KEY_ID and APNS_TEAM_ID")
         if self.retry_backoff_max_seconds * 2 >= self.broker_visibility_timeout_seconds:

@@ -61,6 +61,10 @@ class ListFilters:
     created_before: datetime | None = None
     cursor: tuple[datetime, uuid.UUID] | None = None
     limit: int = 50
+    # The operator console's search (app/api/console): one id, a user, an address.
+    notification_id: uuid.UUID | None = None
+    user_id: str | None = None
+    recipient: str | None = None
 
 
 _BY_IDEMPOTENCY_KEY = text(
@@ -104,6 +108,19 @@ def list_(
     if filters.created_before:
         where.append("n.created_at < :created_before")
         params["created_before"] = filters.created_before
+    if filters.notification_id:
+        where.append("n.id = :notification_id")
+        params["notification_id"] = str(filters.notification_id)
+    if filters.user_id:
+        where.append("n.user_id = :user_id")
+        params["user_id"] = filters.user_id
+    if filters.recipient:
+        # Any address the notification was sent to; case-blind, as mail domains are.
+        where.append(
+            "(lower(n.recipient_email) = lower(:recipient) OR n.recipient_phone = :recipient"
+            " OR n.webhook_url = :recipient)"
+        )
+        params["recipient"] = filters.recipient
     if filters.cursor:
         where.append("(n.created_at, n.id) < (:cursor_created, :cursor_id)")
         params["cursor_created"], cursor_id = filters.cursor
@@ -156,6 +173,46 @@ def get(conn: Connection, project_id: str, notification_id: uuid.UUID) -> dict[s
         {"id": str(notification_id), "project_id": project_id},
     ).first()
     return _as_view(row) if row is not None else None
+
+
+_DELIVERY_EXISTS = text(
+    "SELECT 1 FROM delivery d JOIN notification n ON n.id = d.notification_id"
+    " WHERE d.id = :id AND n.project_id = :project_id"
+)
+
+
+def delivery_exists(conn: Connection, project_id: str, delivery_id: uuid.UUID) -> bool:
+    """Whether the project has a delivery with this id (in any status)."""
+    found = conn.execute(_DELIVERY_EXISTS, {"id": str(delivery_id), "project_id": project_id})
+    return found.first() is not None
+
+
+_CONTENT = text(
+    """
+    SELECT recipient_email, recipient_phone, user_id, webhook_url, subject, body, html_body, data,
+           request_id, idempotency_key
+    FROM notification WHERE id = :id AND project_id = :project_id
+    """
+)
+
+
+def content(conn: Connection, project_id: str, notification_id: uuid.UUID) -> dict[str, Any] | None:
+    """What the notification was sent with (its recipients and rendered content)."""
+    row = conn.execute(_CONTENT, {"id": str(notification_id), "project_id": project_id}).first()
+    if row is None:
+        return None
+    return {
+        "recipientEmail": row.recipient_email,
+        "recipientPhone": row.recipient_phone,
+        "userId": row.user_id,
+        "webhookUrl": row.webhook_url,
+        "subject": row.subject,
+        "body": row.body,
+        "htmlBody": row.html_body,
+        "data": row.data,
+        "requestId": row.request_id,
+        "idempotencyKey": row.idempotency_key,
+    }
 
 
 def _as_view(row: Any) -> dict[str, Any]:

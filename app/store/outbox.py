@@ -1,6 +1,6 @@
 """Every SQL statement on ``outbox_event`` but the two that add rows with a delivery's own
 change (the accept, app/store/accept.py, and the sweep, app/store/deliveries.py): the claim,
-the lag, retention and vacuum.
+an operator's re-queue, the lag, retention and vacuum.
 
 The claim is also where a delivery moves PENDING → QUEUED: that transition rides on the claim's
 statement, so a row is QUEUED exactly when it was handed to a relay.
@@ -8,9 +8,14 @@ statement, so a row is QUEUED exactly when it was handed to a relay.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
+
+from app.core.domain import Priority
+
+PRIORITY_ORDER = sorted((p.value for p in Priority), key=lambda p: Priority(p).rank)
 
 # FOR UPDATE SKIP LOCKED gives each due row to exactly one relay: a row another relay holds is
 # skipped, not waited for. The rows are marked DISPATCHED (and their deliveries QUEUED) in the
@@ -62,6 +67,47 @@ _LAG = text(
     "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(available_at)), 0) FROM outbox_event"
     " WHERE status = 'PENDING' AND available_at <= now()"
 )
+
+
+# An operator's "retry now" (app/api/console): a FAILED or RETRYING delivery of the project goes
+# back to RETRYING with a fresh outbox row, in one statement, so the relay publishes it at once.
+# Guarded by its status, so a delivery sent or cancelled meanwhile is left alone; the audit
+# trigger records the change with the operator's reason as its error.
+_REQUEUE = text(
+    """
+    WITH retried AS (
+        UPDATE delivery d
+        SET status = 'RETRYING', error_code = 'operator_retry', last_error = :reason,
+            next_attempt_at = now(), updated_at = now()
+        FROM notification n
+        WHERE d.id = :delivery_id AND n.id = d.notification_id AND n.project_id = :project_id
+          AND d.status IN ('FAILED', 'RETRYING')
+        RETURNING d.id, d.channel, d.notification_id, n.priority, n.request_id
+    )
+    INSERT INTO outbox_event (delivery_id, channel, priority, notification_id, request_id)
+    SELECT id, channel, array_position(CAST(:priority_order AS text[]), priority) - 1,
+           notification_id, request_id
+    FROM retried
+    RETURNING notification_id
+    """
+)
+
+
+def requeue(
+    conn: Connection, project_id: str, delivery_id: uuid.UUID, reason: str
+) -> uuid.UUID | None:
+    """Re-queue a FAILED or RETRYING delivery now; its notification's id, or None if the
+    project has no such delivery in either status."""
+    found = conn.execute(
+        _REQUEUE,
+        {
+            "delivery_id": str(delivery_id),
+            "project_id": project_id,
+            "reason": reason,
+            "priority_order": PRIORITY_ORDER,
+        },
+    ).first()
+    return None if found is None else uuid.UUID(str(found.notification_id))
 
 
 def lag_seconds(conn: Connection) -> float:

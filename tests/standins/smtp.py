@@ -55,6 +55,7 @@ class Received:
     user: str | None = None  # the AUTH user the session authenticated as
     peer: tuple[Any, ...] | None = None  # the client's address: one per connection
     mail_options: tuple[str, ...] = ()  # MAIL FROM's parameters, e.g. SMTPUTF8
+    raw: bytes = b""  # the message as it came over DATA (what a DKIM verifier reads)
     at: float = field(default_factory=time.monotonic)  # when the server accepted it
 
 
@@ -231,6 +232,7 @@ class SmtpStandIn:
             user=session.auth_data if session.authenticated else None,
             peer=session.peer,
             mail_options=tuple(envelope.mail_options),
+            raw=envelope.original_content or envelope.content,
         )
         with self._lock:
             self.received.append(received)
