@@ -121,15 +121,16 @@ class Stack:
         return settings
 
     def inflict(self, fault: str) -> None:
-        assert self.processes is not None
+        processes = self.processes
+        assert processes is not None
         assert self.postgres_proxy is not None and self.redis_proxy is not None
         if fault == "kill-worker":
             name = self.rng.choice(["worker-a", "worker-b"])
-            self._kill_and_restart(name, lambda: self.processes_().worker("email,webhook,sms"))
+            self._kill_and_restart(name, lambda: processes.worker("email,webhook,sms"))
         elif fault == "kill-relay":
-            self._kill_and_restart("relay", lambda: self.processes_().relay())
+            self._kill_and_restart("relay", processes.relay)
         elif fault == "kill-api":
-            self._kill_and_restart("api", lambda: self.processes_().api(self.port))
+            self._kill_and_restart("api", lambda: processes.api(self.port))
         elif fault == "kill-api-worker":
             # One gunicorn worker dies; its master starts another.
             children = _children(self.running["api"].popen.pid)
@@ -144,10 +145,6 @@ class Stack:
         elif fault == "stall-postgres":
             self._stall(self.postgres_proxy, self.rng.uniform(2, 4))
         self.faults[fault] += 1
-
-    def processes_(self) -> Processes:
-        assert self.processes is not None
-        return self.processes
 
     def _kill_and_restart(self, name: str, start: Callable[[], Process]) -> None:
         self.running[name].kill()
