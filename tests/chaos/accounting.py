@@ -144,20 +144,20 @@ def summary(
     statuses = Counter(r.status for r in rows)
     per_kill, unexplained = duplicates_by_kill(received, worker_kills)
     poison = set(poisoned)
-    unexpected = Counter(
-        refusal
-        for index, refusal in load.refusals.items()
-        if index not in poison and refusal not in load.retried
-    )
+    final = {i: r for i, r in load.refusals.items() if r not in load.retried}
+    unexpected = Counter(refusal for index, refusal in final.items() if index not in poison)
+    # Requests the load gave up on: no answer in time, or only refusals that are retried.
+    gave_up = [i for i in range(load.total) if i not in load.accepted and i not in final]
     return {
         "seed": seed,
         "requests": load.total,
         "accepted": len(load.accepted),
         "answered_non_2xx": {f"{s} {c}": n for (s, c), n in load.refused.items()},
         "unexpected_non_2xx": {f"{s} {c}": n for (s, c), n in unexpected.items()},
-        "refused_inputs": sum(1 for i in poison if load.refusals.get(i, (0, ""))[0] == 422),
+        "gave_up": len(gave_up),
+        "refused_inputs": sum(1 for i in poison if final.get(i, (0, ""))[0] == 422),
         "poisoned_not_refused_422": sorted(
-            i for i in poison if load.refusals.get(i, (0, ""))[0] != 422
+            i for i in poison if i in load.accepted or final.get(i, (422, ""))[0] != 422
         ),
         "deliveries": len(rows),
         "delivered": statuses["SENT"],
