@@ -2,22 +2,16 @@
 is flushed and restarted, PostgreSQL is restarted, and the SMTP server and the webhook receiver
 each fail 30 % of calls (4xx/5xx answers or silence past the client's timeout).
 
-Then, once everything is quiet, every notification the API answered 2xx must be in the
-database with every delivery finished (SENT, FAILED with a reason, EXPIRED or CANCELLED), and
-the provider stand-ins must have received every SENT delivery, and every delivery they received
-must be recorded SENT. A delivery may arrive twice only because a worker was killed while its
-provider call was in flight (sent, or answered and not yet recorded): each copy after the first
-is put down to the first worker kill between it and the copy before, and no kill may account
-for more than the worker's concurrency (one message per task it was running), nor may any
-duplicate lack a kill. Chunks are the default RELAY_TASK_CHUNK, so a task sends several.
-Every answer other than 2xx must be one the faults explain (EXPECTED_REFUSALS).
-Seeded: CHAOS_SEED reproduces a run.
+Then, once everything is quiet, the run is accounted for as tests/chaos/accounting.py says:
+nothing accepted lost, and a delivery sent twice only by a worker kill, at most the worker's
+concurrency per kill. Chunks are the default RELAY_TASK_CHUNK, so a task sends several.
+Every answer other than 2xx must be one the faults explain (load.RETRIED_REFUSALS).
+Seeded: CHAOS_SEED reproduces a run. ``python -m tests.chaos`` is the long run of the same
+checks with more faults (tests/chaos/__main__.py).
 """
 
 from __future__ import annotations
 
-import bisect
-import http.client
 import json
 import os
 import random
@@ -25,17 +19,17 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
-from itertools import pairwise
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
 
 from app.api.keys import create_api_key
 from app.core.db import make_engine, migrate
 from app.core.settings import Settings
+from tests.chaos.accounting import problems, received_copies, summary, wait_until_finished
+from tests.chaos.load import SteadyLoad
 from tests.chaos.services import PrivatePostgres, PrivateRedis
 from tests.helpers.net import free_port
 from tests.helpers.processes import BIN, Process, Processes, settings_env
@@ -45,12 +39,6 @@ from tests.standins.webhook import WebhookReceiver
 LOAD_SECONDS = 30
 RATE_PER_SECOND = 15
 WORKER_CONCURRENCY = 4
-TERMINAL = {"SENT", "FAILED", "EXPIRED", "CANCELLED"}
-# The answers other than 2xx the injected faults explain, by (status, error code); the client
-# retries them with the same Idempotency-Key. Anything else fails the test.
-EXPECTED_REFUSALS = {
-    (503, "database_unavailable"): "PostgreSQL restarting: nothing was written, retry",
-}
 
 
 @dataclass(frozen=True)
@@ -99,81 +87,6 @@ def chaos(base_settings: Settings, tmp_path: Path) -> Iterator[Chaos]:
         smtp.stop()
         broker.stop()
         postgres.stop()
-
-
-@dataclass
-class Load:
-    """Open-loop clients: request i is due at start + i/rate and is retried (same
-    Idempotency-Key) until the API answers 2xx or the load window closes."""
-
-    port: int
-    key: str
-    total: int
-    webhook_url: str
-    accepted: dict[int, str] = field(default_factory=dict)
-    refused: Counter[tuple[int, str]] = field(default_factory=Counter)  # (status, error code)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def run(self, clients: int = 6) -> None:
-        start, cursor = time.monotonic(), iter(range(self.total))
-        give_up = start + LOAD_SECONDS + 45
-
-        def client() -> None:
-            while True:
-                with self.lock:
-                    index = next(cursor, None)
-                if index is None:
-                    return
-                time.sleep(max(0.0, start + index / RATE_PER_SECOND - time.monotonic()))
-                while time.monotonic() < give_up and not self._send(index):
-                    time.sleep(0.3)
-
-        threads = [threading.Thread(target=client) for _ in range(clients)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-
-    def _send(self, index: int) -> bool:
-        body = {
-            "type": "TRANSACTIONAL",
-            "recipientEmail": f"chaos{index}@example.com",
-            "subject": f"chaos {index}",
-            "body": "steady load",
-            "webhookUrl": self.webhook_url,
-            "channels": ["EMAIL", "WEBHOOK"],
-        }
-        headers = {
-            "Authorization": f"Bearer {self.key}",
-            "Content-Type": "application/json",
-            "Idempotency-Key": f"chaos-{index}",
-        }
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-            conn.request("POST", "/api/v1/notifications", json.dumps(body), headers)
-            response = conn.getresponse()
-            payload = response.read()
-            conn.close()
-        except (OSError, http.client.HTTPException):
-            # The API is down, or was killed mid-answer (IncompleteRead): try again with the same
-            # Idempotency-Key, which replays the notification if it had been committed.
-            return False
-        if 200 <= response.status < 300:
-            with self.lock:
-                self.accepted[index] = json.loads(payload)["id"]
-            return True
-        refusal = (response.status, _error_code(payload))
-        with self.lock:
-            self.refused[refusal] += 1
-        return refusal not in EXPECTED_REFUSALS  # an unexpected refusal is not retried
-
-
-def _error_code(payload: bytes) -> str:
-    """The error document's code, or what the body was if it was not one."""
-    try:
-        return str(json.loads(payload)["error"]["code"])
-    except (ValueError, KeyError, TypeError):
-        return f"not an error document: {payload[:80]!r}"
 
 
 def test_chaos_under_load_loses_nothing_and_sends_twice_only_in_the_documented_window(
@@ -225,129 +138,42 @@ def test_chaos_under_load_loses_nothing_and_sends_twice_only_in_the_documented_w
                 postgres.restart()
             faults[fault] += 1
 
-    load = Load(port, key, LOAD_SECONDS * RATE_PER_SECOND, f"{chaos.receiver.url}/chaos")
+    def body(index: int) -> dict[str, Any]:
+        return {
+            "type": "TRANSACTIONAL",
+            "recipientEmail": f"chaos{index}@example.com",
+            "subject": f"chaos {index}",
+            "body": "steady load",
+            "webhookUrl": f"{chaos.receiver.url}/chaos",
+            "channels": ["EMAIL", "WEBHOOK"],
+        }
+
+    # Only a 503 database_unavailable (PostgreSQL restarting) is retried; any other refusal is
+    # final and fails the test.
+    load = SteadyLoad(
+        port,
+        key,
+        body,
+        RATE_PER_SECOND,
+        LOAD_SECONDS,
+        give_up_after=LOAD_SECONDS + 45,
+        clients=6,
+        pause=0.3,
+    )
     injector = threading.Thread(target=inject)
     try:
         injector.start()
         load.run()
         injector.join()
-        deadline = time.monotonic() + 180
-        while not _all_finished(engine) and time.monotonic() < deadline:
-            time.sleep(1)
-        received = _received(smtp, chaos.receiver, engine)
-        summary = _summary(engine, load, received, worker_kills, faults, seed)
+        wait_until_finished(engine, 180)
+        received = received_copies(engine, smtp, chaos.receiver)
+        figures = summary(engine, load, received, worker_kills, faults, seed, WORKER_CONCURRENCY)
     finally:
         processes.stop_all()
         engine.dispose()
 
-    print("\nchaos summary: " + json.dumps(summary, sort_keys=True))
-    assert summary["unexpected_non_2xx"] == {}, summary
-    assert summary["lost"] == 0, summary
-    assert summary["received_but_not_recorded_sent"] == 0, summary
-    assert summary["failed_without_reason"] == 0, summary
+    print("\nchaos summary: " + json.dumps(figures, sort_keys=True))
     # Each kill of a worker can interrupt at most one send per task it runs (one per thread);
-    # nothing else sends a delivery twice.
-    assert max(summary["duplicates_per_worker_kill"], default=0) <= WORKER_CONCURRENCY, summary
-    assert summary["duplicates_without_a_kill"] == 0, summary
-    assert summary["accepted"] >= 0.8 * load.total, summary  # the load really went through
-
-
-def _all_finished(engine: Engine) -> bool:
-    try:
-        with engine.connect() as conn:
-            return not conn.scalar(
-                text(
-                    "SELECT count(*) FROM delivery WHERE status NOT IN"
-                    " ('SENT', 'FAILED', 'EXPIRED', 'CANCELLED')"
-                )
-            )
-    except Exception:
-        return False
-
-
-def _received(
-    smtp: SmtpStandIn, receiver: WebhookReceiver, engine: Engine
-) -> dict[str, list[float]]:
-    """When each delivery reached its provider (time.monotonic(), one entry per copy): emails
-    by Message-ID (the delivery id), webhooks answered 200 by X-Notification-Id (one WEBHOOK
-    delivery per notification)."""
-    received: dict[str, list[float]] = {}
-    for mail in list(smtp.received):
-        received.setdefault(mail.message["Message-ID"].strip("<>").split("@")[0], []).append(
-            mail.at
-        )
-    with engine.connect() as conn:
-        webhook_of = {
-            str(n): str(d)
-            for n, d in conn.execute(
-                text("SELECT notification_id, id FROM delivery WHERE channel = 'WEBHOOK'")
-            )
-        }
-    for request in list(receiver.accepted):
-        notification_id = request.headers.get("x-notification-id", "")
-        received.setdefault(webhook_of.get(notification_id, notification_id), []).append(request.at)
-    return received
-
-
-def _duplicates_by_kill(
-    received: dict[str, list[float]], kills: list[float]
-) -> tuple[list[int], int]:
-    """Each copy after a delivery's first, put down to the first worker kill between it and the
-    copy before (whose outcome that kill kept from being recorded): the count per kill, and the
-    copies no kill explains."""
-    per_kill, unexplained = [0] * len(kills), 0
-    for times in received.values():
-        for before, again in pairwise(sorted(times)):
-            kill = bisect.bisect_left(kills, before)
-            if kill < len(kills) and kills[kill] <= again:
-                per_kill[kill] += 1
-            else:
-                unexplained += 1
-    return per_kill, unexplained
-
-
-def _summary(
-    engine: Engine,
-    load: Load,
-    received: dict[str, list[float]],
-    worker_kills: list[float],
-    faults: Counter[str],
-    seed: int,
-) -> dict[str, Any]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT n.id AS notification_id, d.id AS delivery_id, d.status, d.error_code,"
-                " d.last_error FROM notification n JOIN delivery d ON d.notification_id = n.id"
-            )
-        ).all()
-    by_notification = {str(r.notification_id): r for r in rows}
-    missing = [i for i in load.accepted.values() if i not in by_notification]
-    unfinished = [r for r in rows if r.status not in TERMINAL]
-    sent_never_received = [
-        r for r in rows if r.status == "SENT" and not received.get(str(r.delivery_id))
-    ]
-    # Every delivery a stand-in accepted, including any no delivery row accounts for.
-    sent = {str(r.delivery_id) for r in rows if r.status == "SENT"}
-    received_not_sent = [i for i in received if i not in sent]
-    statuses = Counter(r.status for r in rows)
-    per_kill, unexplained = _duplicates_by_kill(received, worker_kills)
-    return {
-        "seed": seed,
-        "accepted": len(load.accepted),
-        "answered_non_2xx": {f"{s} {c}": n for (s, c), n in load.refused.items()},
-        "unexpected_non_2xx": {
-            f"{s} {c}": n for (s, c), n in load.refused.items() if (s, c) not in EXPECTED_REFUSALS
-        },
-        "sent": statuses["SENT"],
-        "failed": statuses["FAILED"],
-        "failed_without_reason": sum(
-            1 for r in rows if r.status == "FAILED" and not (r.error_code and r.last_error)
-        ),
-        "duplicates": sum(len(times) - 1 for times in received.values()),
-        "duplicates_per_worker_kill": per_kill,
-        "duplicates_without_a_kill": unexplained,
-        "received_but_not_recorded_sent": len(received_not_sent),
-        "lost": len(missing) + len(unfinished) + len(sent_never_received),
-        "faults": dict(faults),
-    }
+    # nothing else sends a delivery twice, and nothing accepted is lost.
+    assert problems(figures) == [], figures
+    assert figures["accepted"] >= 0.8 * load.total, figures  # the load really went through

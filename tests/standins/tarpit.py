@@ -6,6 +6,10 @@ sends is read and dropped), as when PostgreSQL or Redis stops answering without 
 anything. A frozen connection stays frozen after ``forward()``: a client must give up on it and
 connect again, which is what the service's deadlines are for.
 
+A connection ends when its client closes it, and a forwarded one that is not frozen also when
+the server closes it (a restart), so a long chaos run through the proxy holds only the
+connections in use.
+
 ``stall()`` and ``resume()`` are the gentler fault, a server that stops answering for a while
 and then answers everything it was sent (a paused process, a long blocking command): while
 stalled nothing passes in either direction, new connections included, and nothing is dropped.
@@ -15,6 +19,24 @@ from __future__ import annotations
 
 import socket
 import threading
+from dataclasses import dataclass
+
+
+@dataclass(eq=False)
+class _Link:
+    client: socket.socket
+    upstream: socket.socket | None = None
+    frozen: bool = False
+
+    def close(self) -> None:
+        for sock in (self.client, self.upstream):
+            if sock is None:
+                continue
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the threads blocked in recv()
+            except OSError:
+                pass
+            sock.close()
 
 
 class Tarpit:
@@ -23,10 +45,9 @@ class Tarpit:
         self.max_connections = max_connections
         self.accepted = 0
         self._forwarding = False
+        self._links: set[_Link] = set()
         self._flowing = threading.Event()
         self._flowing.set()
-        self._frozen: set[int] = set()  # ids of forwarded connections that hang from now on
-        self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
@@ -45,7 +66,8 @@ class Tarpit:
         """No connection, old or new, is answered from now on."""
         with self._lock:
             self._forwarding = False
-            self._frozen.update(range(len(self._sockets)))
+            for link in self._links:
+                link.frozen = True
 
     def stall(self) -> None:
         """Nothing passes from now on, in either direction; what is sent waits (see resume)."""
@@ -57,13 +79,14 @@ class Tarpit:
 
     def stop(self) -> None:
         with self._lock:
-            doomed, self._sockets = [self._listener, *self._sockets], []
-        for sock in doomed:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)  # wakes threads blocked in accept() or recv()
-            except OSError:
-                pass
-            sock.close()
+            doomed, self._links = self._links, set()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        except OSError:
+            pass
+        self._listener.close()
+        for link in doomed:
+            link.close()
 
     def _accept(self) -> None:
         while True:
@@ -71,40 +94,51 @@ class Tarpit:
                 client, _ = self._listener.accept()
             except OSError:
                 return  # stopped
+            link = _Link(client)
             with self._lock:
                 self.accepted += 1
-                if len(self._sockets) >= self.max_connections:
+                if len(self._links) >= self.max_connections:
                     client.close()
                     continue
-                forwarding = self._forwarding
-                index = len(self._sockets)
-                self._sockets.append(client)
-            if not forwarding:
-                continue  # held open, never read, never answered
+                link.frozen = not self._forwarding
+                self._links.add(link)
             threading.Thread(
-                target=self._connect, args=(index, client), name="tarpit-connect", daemon=True
+                target=self._connect, args=(link,), name="tarpit-connect", daemon=True
             ).start()
 
-    def _connect(self, index: int, client: socket.socket) -> None:
-        assert self.target is not None
-        self._flowing.wait()  # a stalled server answers no new connection either
-        try:
-            upstream = socket.create_connection(self.target, timeout=5)
-        except OSError:
-            return
-        upstream.settimeout(None)
-        with self._lock:
-            self._sockets.append(upstream)
-        for source, sink in ((client, upstream), (upstream, client)):
-            threading.Thread(
-                target=self._pipe, args=(index, source, sink), name="tarpit-pipe", daemon=True
-            ).start()
+    def _connect(self, link: _Link) -> None:
+        if not link.frozen:
+            assert self.target is not None
+            self._flowing.wait()  # a stalled server answers no new connection either
+            try:
+                link.upstream = socket.create_connection(self.target, timeout=5)
+                link.upstream.settimeout(None)
+            except OSError:
+                self._end(link)
+                return
+        # Held open and never answered while frozen; what the client sends is dropped.
+        self._pipe_thread(link, link.client, link.upstream)
+        if link.upstream is not None:
+            self._pipe_thread(link, link.upstream, link.client)
 
-    def _pipe(self, index: int, source: socket.socket, sink: socket.socket) -> None:
+    def _pipe_thread(self, link: _Link, source: socket.socket, sink: socket.socket | None) -> None:
+        threading.Thread(
+            target=self._pipe, args=(link, source, sink), name="tarpit-pipe", daemon=True
+        ).start()
+
+    def _pipe(self, link: _Link, source: socket.socket, sink: socket.socket | None) -> None:
         try:
             while data := source.recv(65536):
                 self._flowing.wait()
-                if index not in self._frozen:
+                if sink is not None and not link.frozen:
                     sink.sendall(data)
         except OSError:
             pass
+        if source is link.upstream and link.frozen:
+            return  # the server went away, but a hung server's client hears nothing of it
+        self._end(link)
+
+    def _end(self, link: _Link) -> None:
+        with self._lock:
+            self._links.discard(link)
+        link.close()

@@ -71,7 +71,7 @@ class _Handler(QuietHandler):
         )
         reply = receiver.record(request)
         if reply is STALL:
-            time.sleep(STALL_SECONDS)
+            time.sleep(receiver.stall_seconds)
             reply = Reply(200)
         time.sleep(reply.delay)
         if signature_valid is False:
@@ -100,12 +100,23 @@ class WebhookReceiver(HttpStandIn):
         self.delivered: Counter[str] = Counter()
         self.accepted: list[WebhookRequest] = []
         self._failure_rate = 0.0
+        self._stall_share = 0.5
+        self.stall_seconds: float = STALL_SECONDS
         self._rng = random.Random()
 
-    def fail_randomly(self, rate: float, seed: int) -> None:
-        """Answer a share of requests with 503 or silence (half each), like a flaky receiver."""
+    def fail_randomly(
+        self,
+        rate: float,
+        seed: int,
+        *,
+        stall_share: float = 0.5,
+        stall_seconds: float = STALL_SECONDS,
+    ) -> None:
+        """Answer a share of requests with 503 or silence for ``stall_seconds`` (``stall_share``
+        of the failures), like a flaky receiver."""
         with self.lock:
             self._failure_rate, self._rng = rate, random.Random(seed)
+            self._stall_share, self.stall_seconds = stall_share, stall_seconds
 
     def plan(self, path: str, *replies: Reply | int) -> None:
         """Answer the next requests to ``path`` with these replies in turn, then 200."""
@@ -120,6 +131,7 @@ class WebhookReceiver(HttpStandIn):
             self.delivered.clear()
             self.accepted.clear()
             self._failure_rate = 0.0
+            self.stall_seconds = STALL_SECONDS
 
     def to(self, path: str) -> list[WebhookRequest]:
         with self.lock:
@@ -132,7 +144,7 @@ class WebhookReceiver(HttpStandIn):
             if plan:
                 reply = plan.popleft()
             elif self._failure_rate and self._rng.random() < self._failure_rate:
-                reply = self._rng.choice((Reply(503), STALL))
+                reply = STALL if self._rng.random() < self._stall_share else Reply(503)
             else:
                 reply = Reply(200)
             if reply.status == 200 and request.signature_valid is not False:
