@@ -13,7 +13,18 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
-from app.api import api_keys, devices, health, inbox, notifications, openapi
+from app.api import (
+    api_keys,
+    categories,
+    devices,
+    health,
+    inbox,
+    notifications,
+    openapi,
+    suppressions,
+    unsubscribe,
+    users,
+)
 from app.api.context import EXTENSION, ApiContext
 from app.api.errors import ApiError, error_response, register_error_handlers
 from app.api.live import page, websocket
@@ -58,6 +69,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(devices.blueprint, url_prefix="/api/v1/users")
     app.register_blueprint(openapi.blueprint, url_prefix="/api/v1")
     app.register_blueprint(inbox.blueprint, url_prefix="/api/v1/users")
+    app.register_blueprint(users.blueprint, url_prefix="/api/v1/users")
+    app.register_blueprint(categories.blueprint, url_prefix="/api/v1/categories")
+    app.register_blueprint(suppressions.blueprint, url_prefix="/api/v1/suppressions")
+    app.register_blueprint(unsubscribe.blueprint)
     app.register_blueprint(websocket.blueprint)
     app.register_blueprint(page.blueprint)
     app.wsgi_app = _BoundedBody(app.wsgi_app, settings.api_max_body_bytes)  # type: ignore[method-assign]

@@ -15,9 +15,13 @@ from app.api.schemas import (
     ApiKeyCreate,
     ApiKeyView,
     CancelResult,
+    CategoryList,
+    CategoryView,
+    CategoryWrite,
     DeviceList,
     DeviceRegistration,
     DeviceView,
+    ErasureResult,
     ErrorBody,
     HealthCheck,
     InboxItemView,
@@ -29,9 +33,20 @@ from app.api.schemas import (
     NotificationCreate,
     NotificationPage,
     NotificationView,
+    PreferencesView,
+    PreferencesWrite,
     RotatedKeyView,
+    SuppressionPage,
+    SuppressionQuery,
+    SuppressionView,
+    SuppressionWrite,
+    UserBulkRequest,
+    UserBulkResponse,
+    UserProfileView,
+    UserProfileWrite,
     WsToken,
 )
+from app.core.domain import CATEGORY_KEY_PATTERN
 
 blueprint = Blueprint("openapi", __name__)
 blueprint.before_request(require_api_key)
@@ -134,6 +149,147 @@ def _inbox_paths() -> dict[str, Any]:
     }
 
 
+def _recipient_paths() -> dict[str, Any]:
+    """Profiles, preferences, categories and the suppression list (issue 15)."""
+    user = "/api/v1/users/{user_id}"
+    key_param = {
+        "name": "key",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": CATEGORY_KEY_PATTERN},
+    }
+    address_params = [
+        {
+            "name": "channel",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "enum": ["EMAIL", "SMS"]},
+        },
+        {
+            "name": "address",
+            "in": "path",
+            "required": True,
+            "description": "An e-mail address (EMAIL) or an E.164 number (SMS)",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 254},
+        },
+    ]
+    suppression_params = [
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        for name, schema in SuppressionQuery.model_json_schema()["properties"].items()
+    ]
+    profile_write = {"required": True, **_content(UserProfileWrite)}
+    return {
+        user: {
+            "put": {
+                "summary": "Create or replace the user's profile (fields left out are cleared);"
+                " 201 if new, 200 if replaced",
+                "parameters": [_USER_PARAM],
+                "requestBody": profile_write,
+                "responses": {
+                    **_responses(200, UserProfileView, 400, 415, 422),
+                    "201": {"description": "Created", **_content(UserProfileView)},
+                },
+            },
+            "patch": {
+                "summary": "Create the profile or merge into it (fields left out are kept, null"
+                " clears one, data is merged key by key)",
+                "parameters": [_USER_PARAM],
+                "requestBody": profile_write,
+                "responses": {
+                    **_responses(200, UserProfileView, 400, 415, 422),
+                    "201": {"description": "Created", **_content(UserProfileView)},
+                },
+            },
+            "get": {
+                "summary": "The user's profile",
+                "parameters": [_USER_PARAM],
+                "responses": _responses(200, UserProfileView, 404, 422),
+            },
+            "delete": {
+                "summary": "Erase the user: profile, preferences, devices and inbox removed, the"
+                " user's notifications redacted, unsent deliveries cancelled",
+                "parameters": [_USER_PARAM],
+                "responses": _responses(200, ErasureResult, 422),
+            },
+        },
+        "/api/v1/users/bulk": {
+            "post": {
+                "summary": "Identify up to 1,000 users (each created or merged); one result per"
+                " item",
+                "requestBody": {"required": True, **_content(UserBulkRequest)},
+                "responses": {
+                    "207": {"description": "One result per item", **_content(UserBulkResponse)},
+                    **_errors(400, 415, 422),
+                },
+            }
+        },
+        f"{user}/preferences": {
+            "put": {
+                "summary": "Replace the user's preferences; a required category is refused",
+                "parameters": [_USER_PARAM],
+                "requestBody": {"required": True, **_content(PreferencesWrite)},
+                "responses": _responses(200, PreferencesView, 400, 415, 422),
+            },
+            "get": {
+                "summary": "The user's effective preferences",
+                "parameters": [_USER_PARAM],
+                "responses": _responses(200, PreferencesView, 422),
+            },
+        },
+        "/api/v1/categories": {
+            "get": {
+                "summary": "The project's categories",
+                "responses": _responses(200, CategoryList),
+            }
+        },
+        "/api/v1/categories/{key}": {
+            "put": {
+                "summary": "Declare or change a category; 201 if new, 200 if changed",
+                "parameters": [key_param],
+                "requestBody": {"required": True, **_content(CategoryWrite)},
+                "responses": {
+                    **_responses(200, CategoryView, 400, 415, 422),
+                    "201": {"description": "Created", **_content(CategoryView)},
+                },
+            },
+            "get": {
+                "summary": "One category",
+                "parameters": [key_param],
+                "responses": _responses(200, CategoryView, 404, 422),
+            },
+        },
+        "/api/v1/suppressions": {
+            "get": {
+                "summary": "The suppression list, newest first; filters channel and reason",
+                "parameters": suppression_params,
+                "responses": _responses(200, SuppressionPage, 422),
+            }
+        },
+        "/api/v1/suppressions/{channel}/{address}": {
+            "put": {
+                "summary": "Suppress an address (body optional: reason, default manual); 201 if"
+                " new, 200 if its reason changed",
+                "parameters": address_params,
+                "requestBody": {"required": False, **_content(SuppressionWrite)},
+                "responses": {
+                    **_responses(200, SuppressionView, 400, 415, 422),
+                    "201": {"description": "Suppressed", **_content(SuppressionView)},
+                },
+            },
+            "get": {
+                "summary": "One suppressed address",
+                "parameters": address_params,
+                "responses": _responses(200, SuppressionView, 404, 422),
+            },
+            "delete": {
+                "summary": "Remove an address from the list",
+                "parameters": address_params,
+                "responses": {"204": {"description": "Removed"}, **_errors(404, 422)},
+            },
+        },
+    }
+
+
 def _health(summary: str) -> dict[str, Any]:
     return {
         "get": {
@@ -164,6 +320,19 @@ def document() -> dict[str, Any]:
             (InboxReadResult, "serialization"),
             (WsToken, "serialization"),
             (ErrorBody, "serialization"),
+            (UserProfileWrite, "validation"),
+            (UserProfileView, "serialization"),
+            (UserBulkRequest, "validation"),
+            (UserBulkResponse, "serialization"),
+            (ErasureResult, "serialization"),
+            (PreferencesWrite, "validation"),
+            (PreferencesView, "serialization"),
+            (CategoryWrite, "validation"),
+            (CategoryView, "serialization"),
+            (CategoryList, "serialization"),
+            (SuppressionWrite, "validation"),
+            (SuppressionView, "serialization"),
+            (SuppressionPage, "serialization"),
             (ApiKeyCreate, "validation"),
             (ApiKeyView, "serialization"),
             (IssuedKeyView, "serialization"),
@@ -281,6 +450,7 @@ def document() -> dict[str, Any]:
                 }
             },
             **_inbox_paths(),
+            **_recipient_paths(),
             "/api/v1/health": _health("Overall health: PostgreSQL and Redis reachable"),
             "/api/v1/health/live": _health("The process is up"),
             "/api/v1/health/ready": _health("Ready to serve: PostgreSQL and Redis reachable"),

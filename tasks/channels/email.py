@@ -6,7 +6,7 @@ Outcome classification (also in the README):
 | ---------------------------------------------- | ----------------- | ----------------- |
 | 250 accepted                                   | sent              |                   |
 | 4xx reply (RCPT, MAIL, DATA), e.g. 451, 452    | retryable         | ``smtp_4xx``      |
-| 550, 551, 553 to RCPT (no such mailbox)        | invalid recipient | ``smtp_5xx``      |
+| 550, 551, 553 to RCPT (no such mailbox)        | invalid recipient | ``smtp_550`` …    |
 | other 5xx reply                                | permanent         | ``smtp_5xx``      |
 | AUTH refused (535)                             | retryable         | ``smtp_auth``     |
 | connect refused, timeout, disconnect, TLS error| retryable         | ``smtp_connection`` |
@@ -14,11 +14,18 @@ Outcome classification (also in the README):
 | an address email-validator refuses             | permanent         | ``smtp_invalid_address`` |
 
 An internationalised domain is sent as IDNA (``xn--``), so only a non-ASCII local part needs
-SMTPUTF8. Addresses in SMTP replies are redacted before a reason is stored.
+SMTPUTF8. Addresses in SMTP replies are redacted before a reason is stored. A dead mailbox
+(``smtp_550``, ``smtp_551``, ``smtp_553``) puts the address on the suppression list (a trigger of
+migration 0010).
+
+An email the user may opt out of (app/store/deliveries.py) carries RFC 8058's one-click
+``List-Unsubscribe`` and ``List-Unsubscribe-Post`` headers, and ``{{unsubscribeUrl}}`` in its
+bodies becomes the link.
 """
 
 from __future__ import annotations
 
+import html
 import re
 import smtplib
 import ssl
@@ -29,6 +36,7 @@ from typing import Self
 
 from email_validator import EmailNotValidError, validate_email
 
+from app.core import unsubscribe
 from app.core.process import ProcessContext
 from app.core.settings import Settings
 from tasks.channels.base import (
@@ -42,6 +50,9 @@ from tasks.channels.base import (
 )
 
 _DEAD_MAILBOX_CODES = {550, 551, 553}
+
+# Where a body wants the one-click unsubscribe link.
+UNSUBSCRIBE_PLACEHOLDER = "{{unsubscribeUrl}}"
 
 
 # Anything shaped like an address: replies often quote the recipient ("<ana@example.com>:
@@ -59,7 +70,7 @@ def _reply_outcome(code: int, reply: bytes | str, *, at_rcpt: bool) -> Outcome:
     if 400 <= code < 500:
         return Retryable("smtp_4xx", reason)
     if at_rcpt and code in _DEAD_MAILBOX_CODES:
-        return InvalidRecipient("smtp_5xx", reason)
+        return InvalidRecipient(f"smtp_{code}", reason)
     return Permanent("smtp_5xx", reason)
 
 
@@ -133,10 +144,29 @@ class SmtpEmailProvider:
         # recognise the resend as the same message.
         email["Message-ID"] = f"<{message.delivery_id}@{self._domain}>"
         email["X-Notification-Id"] = str(message.notification_id)
-        email.set_content(message.body)
-        if message.html_body:
-            email.add_alternative(message.html_body, subtype="html")
+        link = self.unsubscribe_url(message)
+        body, html_body = message.body, message.html_body
+        if link is not None:
+            email["List-Unsubscribe"] = f"<{link}>"
+            email["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+            body = body.replace(UNSUBSCRIBE_PLACEHOLDER, link)
+            if html_body:
+                html_body = html_body.replace(UNSUBSCRIBE_PLACEHOLDER, html.escape(link))
+        email.set_content(body)
+        if html_body:
+            email.add_alternative(html_body, subtype="html")
         return email
+
+    def unsubscribe_url(self, message: Message) -> str | None:
+        """The one-click link of an email the user may opt out of; None for others, and when
+        no UNSUBSCRIBE_SECRET is set."""
+        secret = self._settings.unsubscribe_secret
+        if not (message.opt_outable and message.user_id and secret):
+            return None
+        scope = unsubscribe.Scope(
+            message.project_id, message.user_id, message.category, message.channel.value
+        )
+        return unsubscribe.url(self._settings.public_base_url, secret, scope)
 
 
 def wire_address(recipient: str) -> str | None:
