@@ -186,7 +186,7 @@ def _recipient_paths() -> dict[str, Any]:
                 "parameters": [_USER_PARAM],
                 "requestBody": profile_write,
                 "responses": {
-                    **_responses(200, UserProfileView, 400, 415, 422),
+                    **_responses(200, UserProfileView, 400, 413, 415, 422),
                     "201": {"description": "Created", **_content(UserProfileView)},
                 },
             },
@@ -196,7 +196,7 @@ def _recipient_paths() -> dict[str, Any]:
                 "parameters": [_USER_PARAM],
                 "requestBody": profile_write,
                 "responses": {
-                    **_responses(200, UserProfileView, 400, 415, 422),
+                    **_responses(200, UserProfileView, 400, 413, 415, 422),
                     "201": {"description": "Created", **_content(UserProfileView)},
                 },
             },
@@ -219,7 +219,7 @@ def _recipient_paths() -> dict[str, Any]:
                 "requestBody": {"required": True, **_content(UserBulkRequest)},
                 "responses": {
                     "207": {"description": "One result per item", **_content(UserBulkResponse)},
-                    **_errors(400, 415, 422),
+                    **_errors(400, 413, 415, 422),
                 },
             }
         },
@@ -228,7 +228,7 @@ def _recipient_paths() -> dict[str, Any]:
                 "summary": "Replace the user's preferences; a required category is refused",
                 "parameters": [_USER_PARAM],
                 "requestBody": {"required": True, **_content(PreferencesWrite)},
-                "responses": _responses(200, PreferencesView, 400, 415, 422),
+                "responses": _responses(200, PreferencesView, 400, 413, 415, 422),
             },
             "get": {
                 "summary": "The user's effective preferences",
@@ -248,7 +248,7 @@ def _recipient_paths() -> dict[str, Any]:
                 "parameters": [key_param],
                 "requestBody": {"required": True, **_content(CategoryWrite)},
                 "responses": {
-                    **_responses(200, CategoryView, 400, 415, 422),
+                    **_responses(200, CategoryView, 400, 413, 415, 422),
                     "201": {"description": "Created", **_content(CategoryView)},
                 },
             },
@@ -272,7 +272,7 @@ def _recipient_paths() -> dict[str, Any]:
                 "parameters": address_params,
                 "requestBody": {"required": False, **_content(SuppressionWrite)},
                 "responses": {
-                    **_responses(200, SuppressionView, 400, 415, 422),
+                    **_responses(200, SuppressionView, 400, 413, 415, 422),
                     "201": {"description": "Suppressed", **_content(SuppressionView)},
                 },
             },
