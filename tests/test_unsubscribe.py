@@ -3,9 +3,12 @@ stand-in received, and POSTing it opts the user out with no key and no confirmat
 
 from __future__ import annotations
 
+import base64
 import re
+import uuid
 from urllib.parse import urlsplit
 
+import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
@@ -15,6 +18,11 @@ from tests.helpers.api import wait_delivery
 from tests.helpers.processes import Processes
 from tests.helpers.recipients import MARKETING, claim, submit
 from tests.standins.smtp import SmtpStandIn
+
+# A MARKETING email to an address alone: no userId, so no profile to hold a preference.
+TO_ADDRESS = {k: v for k, v in MARKETING.items() if k != "userId"} | {
+    "recipientEmail": "bob@example.com"
+}
 
 
 def preferences_row(engine: Engine) -> object:
@@ -56,6 +64,126 @@ def test_one_click_post_from_the_received_header_opts_the_user_out(
     assert len(smtp.to("ana@example.com")) == 1
 
 
+def address_key(engine: Engine, channel: str, address: str) -> bytes:
+    """The suppression list's key of an address, as the database computes it."""
+    with engine.connect() as conn:
+        return bytes(conn.scalar(text("SELECT address_key(:c, :a)"), {"c": channel, "a": address}))
+
+
+def one_click(client: FlaskClient, token: str) -> int:
+    return client.post(f"/u/{token}", data={"List-Unsubscribe": "One-Click"}).status_code
+
+
+def test_one_click_from_an_email_to_an_address_alone_suppresses_the_address(
+    client: FlaskClient, auth: dict[str, str], processes: Processes, smtp: SmtpStandIn
+) -> None:
+    processes.relay()
+    processes.worker()
+    first = submit(client, auth, {**TO_ADDRESS, "body": "Leave: {{unsubscribeUrl}}"})
+    wait_delivery(client, auth, first["id"], "SENT")
+    [received] = smtp.to("bob@example.com")
+    link = re.fullmatch(
+        r"<https://notify\.example\.com(/u/([^>.]+)\.[^>]+)>", received.message["List-Unsubscribe"]
+    )
+    assert link is not None, received.message["List-Unsubscribe"]
+    assert received.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert link.group(1) in received.message.get_content()
+    # The link names the address by its hash only: URLs end up in logs.
+    payload = base64.urlsafe_b64decode(link.group(2) + "=" * (-len(link.group(2)) % 4))
+    assert b"bob" not in payload and b"example" not in payload
+
+    answer = client.post(
+        link.group(1),
+        data="List-Unsubscribe=One-Click",
+        content_type="application/x-www-form-urlencoded",
+    )
+    again = submit(client, auth, {**TO_ADDRESS, "recipientEmail": "bob@EXAMPLE.com"})
+    receipt = submit(client, auth, {**TO_ADDRESS, "type": "TRANSACTIONAL", "body": "Receipt"})
+
+    assert answer.status_code == 200 and "unsubscribed" in answer.get_data(as_text=True)
+    entry = client.get("/api/v1/suppressions/EMAIL/bob@Example.com", headers=auth).get_json()
+    assert (entry["address"], entry["reason"]) == ("bob@example.com", "unsubscribed")
+    assert entry["deliveryId"] == first["EMAIL"]
+    skipped = wait_delivery(client, auth, again["id"], "SKIPPED")
+    assert skipped["errorCode"] == "suppressed"
+    # A receipt is not something one can opt out of: it still goes, with no link.
+    wait_delivery(client, auth, receipt["id"], "SENT")
+    assert [r.message.get_content().strip() for r in smtp.to("bob@example.com")] == [
+        received.message.get_content().strip(),
+        "Receipt",
+    ]
+    assert smtp.to("bob@example.com")[1].message["List-Unsubscribe"] is None
+
+
+@pytest.mark.parametrize(
+    ("channel", "address", "reason", "held_back"),
+    [
+        # An e-mail address that unsubscribed holds back what may be opted out of only.
+        ("EMAIL", "bob@example.com", "unsubscribed", [True, True, False, False, False]),
+        # Anything else on the list holds back everything.
+        ("EMAIL", "bob@example.com", "manual", [True, True, True, True, True]),
+        # SMS STOP (Twilio 21610) is the carrier's block of every message.
+        ("SMS", "+15551230000", "unsubscribed", [True, True, True, True, True]),
+    ],
+)
+def test_an_unsubscribed_email_address_still_gets_what_cannot_be_opted_out_of(
+    client: FlaskClient,
+    auth: dict[str, str],
+    engine: Engine,
+    channel: str,
+    address: str,
+    reason: str,
+    held_back: list[bool],
+) -> None:
+    client.put(f"/api/v1/suppressions/{channel}/{address}", json={"reason": reason}, headers=auth)
+    client.put("/api/v1/categories/billing", json={"required": True}, headers=auth)
+    field = "recipientEmail" if channel == "EMAIL" else "recipientPhone"
+    base = {**TO_ADDRESS, "recipientEmail": None, field: address, "channels": [channel]}
+    kinds = [
+        {"type": "MARKETING"},
+        {"type": "TRANSACTIONAL", "category": "news"},
+        {"type": "TRANSACTIONAL"},
+        {"type": "MARKETING", "category": "billing"},
+        {"type": "SYSTEM"},
+    ]
+    ids = [submit(client, auth, {**base, **kind})[channel] for kind in kinds]
+
+    rows = [claim(engine, delivery_id) for delivery_id in ids]
+
+    assert [row.status == "SKIPPED" for row in rows] == held_back
+    assert {row.error_code for row in rows if row.status == "SKIPPED"} <= {"suppressed"}
+
+
+def test_an_address_link_keeps_a_stronger_entry_and_outlives_its_delivery(
+    client: FlaskClient, auth: dict[str, str], engine: Engine
+) -> None:
+    client.put(
+        "/api/v1/suppressions/EMAIL/gone@example.com", json={"reason": "bounce"}, headers=auth
+    )
+    gone_delivery = str(uuid.uuid4())  # a delivery since dropped by retention
+    tokens = [
+        unsubscribe.sign(
+            UNSUBSCRIBE_SECRET,
+            unsubscribe.AddressScope(
+                "default", "EMAIL", address_key(engine, "EMAIL", a), gone_delivery
+            ),
+        )
+        for a in ("gone@example.com", "old@example.com")
+    ]
+
+    assert [one_click(client, token) for token in tokens] == [200, 200]
+    gone = client.get("/api/v1/suppressions/EMAIL/gone@example.com", headers=auth).get_json()
+    old = client.get("/api/v1/suppressions/EMAIL/old@example.com", headers=auth).get_json()
+    assert (gone["address"], gone["reason"]) == ("gone@example.com", "bounce")
+    assert (old["address"], old["reason"], old["deliveryId"]) == (
+        None,
+        "unsubscribed",
+        gone_delivery,
+    )
+    old_again = submit(client, auth, {**TO_ADDRESS, "recipientEmail": "old@example.com"})
+    assert claim(engine, old_again["EMAIL"]).error_code == "suppressed"
+
+
 def test_a_transactional_email_without_category_carries_no_unsubscribe_link(
     client: FlaskClient, auth: dict[str, str], engine: Engine
 ) -> None:
@@ -79,12 +207,20 @@ def test_a_forged_or_altered_token_is_400_and_changes_nothing(
     other_user = unsubscribe.sign(
         UNSUBSCRIBE_SECRET, unsubscribe.Scope("default", "bob", "news", "EMAIL")
     )
+    at_address = unsubscribe.AddressScope("default", "EMAIL", b"k" * 32, str(uuid.uuid4()))
+    genuine_address = unsubscribe.sign(UNSUBSCRIBE_SECRET, at_address)
+    other_address = unsubscribe.sign(
+        UNSUBSCRIBE_SECRET,
+        unsubscribe.AddressScope("default", "EMAIL", b"x" * 32, str(uuid.uuid4())),
+    )
     forged = [
         unsubscribe.sign("another-secret-of-at-least-32-characters", scope),
         f"{other_user.split('.')[0]}.{signature}",  # another user's payload, ana's signature
         f"{payload}.{signature[:-2]}AA",
         payload,
         "x" * 2000,
+        unsubscribe.sign("another-secret-of-at-least-32-characters", at_address),
+        f"{other_address.split('.')[0]}.{genuine_address.split('.')[1]}",
     ]
 
     for token in forged:
@@ -93,6 +229,7 @@ def test_a_forged_or_altered_token_is_400_and_changes_nothing(
         assert response.get_json()["error"]["code"] == "invalid_token"
         assert client.get(f"/u/{token}").status_code == 400
     assert preferences_row(engine) is None
+    assert client.get("/api/v1/suppressions", headers=auth).get_json()["items"] == []
 
 
 def test_get_shows_a_confirm_page_and_changes_nothing_and_post_needs_one_click(

@@ -1,10 +1,11 @@
 """``/u/{token}``: one-click unsubscribe (RFC 8058), without an API key.
 
 A mail client's one-click ``POST`` with the body ``List-Unsubscribe=One-Click`` opts the user out
-at once, with no confirmation step (RFC 8058 §3). A person following the link gets a page
-(``GET``) whose one button makes the same ``POST``: a ``GET`` changes nothing, since link
-scanners fetch links. The token is signed (app/core/unsubscribe.py): a forged or altered one
-is 400 and changes nothing.
+at once, with no confirmation step (RFC 8058 §3); a token of an email sent to an address alone
+puts the address on the suppression list as ``unsubscribed``. A person following the link gets
+a page (``GET``) whose one button makes the same ``POST``: a ``GET`` changes nothing, since
+link scanners fetch links. The token is signed (app/core/unsubscribe.py): a forged or altered
+one is 400 and changes nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from app.api.errors import ApiError
 from app.api.schemas import FieldError
 from app.core import unsubscribe
 from app.core.db import transaction
-from app.store import preferences
+from app.store import preferences, suppressions
 
 blueprint = Blueprint("unsubscribe", __name__)
 
@@ -62,11 +63,18 @@ def one_click(token: str) -> Response:
             ],
         )
     with transaction(api_context().engine) as conn:
-        preferences.opt_out(conn, scope.project_id, scope.user_id, scope.category, scope.channel)
+        if isinstance(scope, unsubscribe.AddressScope):
+            suppressions.unsubscribe(
+                conn, scope.project_id, scope.channel, scope.address_key, scope.delivery_id
+            )
+        else:
+            preferences.opt_out(
+                conn, scope.project_id, scope.user_id, scope.category, scope.channel
+            )
     return _page(_DONE, scope)
 
 
-def _verified(token: str) -> unsubscribe.Scope:
+def _verified(token: str) -> unsubscribe.Scope | unsubscribe.AddressScope:
     settings = api_context().settings
     if not settings.unsubscribe_secret:
         raise ApiError(
@@ -78,7 +86,10 @@ def _verified(token: str) -> unsubscribe.Scope:
         raise ApiError(400, "invalid_token", "This unsubscribe link is not valid.") from None
 
 
-def _page(template: str, scope: unsubscribe.Scope) -> Response:
-    what = f"“{scope.category}” messages" if scope.category else "these messages"
+def _page(template: str, scope: unsubscribe.Scope | unsubscribe.AddressScope) -> Response:
+    if isinstance(scope, unsubscribe.AddressScope):
+        what = "optional messages at this address"
+    else:
+        what = f"“{scope.category}” messages" if scope.category else "these messages"
     content = template.format(what=html.escape(what), channel=html.escape(scope.channel.lower()))
     return Response(_PAGE.format(content=content), mimetype="text/html")

@@ -53,7 +53,10 @@ _CLAIM_FOR_SENDING = text(
                  WHEN d.channel IN ('EMAIL', 'SMS') AND EXISTS (
                      SELECT 1 FROM suppression s
                      WHERE s.project_id = n.project_id AND s.channel = d.channel
-                       AND s.address_key = address_key(d.channel, x.address))
+                       AND s.address_key = address_key(d.channel, x.address)
+                       -- An e-mail address that unsubscribed opted out: what cannot be opted
+                       -- out of still goes to it (an SMS STOP is the carrier's block of all).
+                       AND (s.reason <> 'unsubscribed' OR s.channel = 'SMS' OR x.opt_outable))
                    THEN 'suppressed'
                  WHEN x.opt_outable AND NOT COALESCE(
                      CAST(p.categories -> n.category ->> d.channel AS boolean),
@@ -131,7 +134,12 @@ _CLAIM_FOR_SENDING = text(
            END AS recipient_phone,
            n.user_id, n.device_tokens, n.webhook_url,
            n.subject, n.body, n.html_body, n.data, n.created_at, n.request_id,
-           cl.error_code, cl.next_attempt_at, k.webhook_secret
+           cl.error_code, cl.next_attempt_at, k.webhook_secret,
+           -- An email the recipient may opt out of, sent to an address alone: its
+           -- unsubscribe link names the address by this key (app/core/unsubscribe.py).
+           CASE WHEN cl.status = 'SENDING' AND cl.channel = 'EMAIL' AND cl.opt_outable
+                     AND n.user_id IS NULL
+                THEN address_key(cl.channel, cl.address) END AS address_key
     FROM claimed cl
     JOIN notification n ON n.id = cl.notification_id
     JOIN api_key k ON k.id = n.api_key_id

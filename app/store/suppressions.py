@@ -73,6 +73,37 @@ def remove(conn: Connection, project_id: str, channel: str, address: str) -> boo
     return removed is not None
 
 
+# One click from an email sent to an address alone. The link names the address by its key
+# only; the entry shows the address while the delivery that carried the link still holds it.
+# An entry already there stays as it is: a bounce or a complaint says more than an unsubscribe.
+_UNSUBSCRIBE = text(
+    """
+    INSERT INTO suppression (project_id, channel, address_key, address, reason, delivery_id)
+    SELECT :project_id, :channel, :address_key,
+           (SELECT d.address FROM delivery d JOIN notification n ON n.id = d.notification_id
+            WHERE d.id = :delivery_id AND n.project_id = :project_id AND d.channel = :channel
+              AND address_key(d.channel, d.address) = :address_key),
+           'unsubscribed', :delivery_id
+    ON CONFLICT (project_id, channel, address_key) DO NOTHING
+    """
+)
+
+
+def unsubscribe(
+    conn: Connection, project_id: str, channel: str, address_key: bytes, delivery_id: str
+) -> None:
+    """Suppress the address as ``unsubscribed`` unless it is on the list already."""
+    conn.execute(
+        _UNSUBSCRIBE,
+        {
+            "project_id": project_id,
+            "channel": channel,
+            "address_key": address_key,
+            "delivery_id": delivery_id,
+        },
+    )
+
+
 @dataclass(frozen=True)
 class ListFilters:
     channel: str | None = None

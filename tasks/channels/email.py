@@ -18,9 +18,10 @@ SMTPUTF8. Addresses in SMTP replies are redacted before a reason is stored. A de
 (``smtp_550``, ``smtp_551``, ``smtp_553``) puts the address on the suppression list (a trigger of
 migration 0010).
 
-An email the user may opt out of (app/store/deliveries.py) carries RFC 8058's one-click
+An email the recipient may opt out of (app/store/deliveries.py) carries RFC 8058's one-click
 ``List-Unsubscribe`` and ``List-Unsubscribe-Post`` headers, and ``{{unsubscribeUrl}}`` in its
-bodies becomes the link.
+bodies becomes the link: it opts the user out, or, for an email sent to an address alone,
+suppresses the address.
 """
 
 from __future__ import annotations
@@ -158,14 +159,25 @@ class SmtpEmailProvider:
         return email
 
     def unsubscribe_url(self, message: Message) -> str | None:
-        """The one-click link of an email the user may opt out of; None for others, and when
-        no UNSUBSCRIBE_SECRET is set."""
+        """The one-click link of an email the recipient may opt out of: the user's, or without
+        a user the address's; None for others, and when no UNSUBSCRIBE_SECRET is set."""
         secret = self._settings.unsubscribe_secret
-        if not (message.opt_outable and message.user_id and secret):
+        if not (message.opt_outable and secret):
             return None
-        scope = unsubscribe.Scope(
-            message.project_id, message.user_id, message.category, message.channel.value
-        )
+        scope: unsubscribe.Scope | unsubscribe.AddressScope
+        if message.user_id:
+            scope = unsubscribe.Scope(
+                message.project_id, message.user_id, message.category, message.channel.value
+            )
+        elif message.address_key:
+            scope = unsubscribe.AddressScope(
+                message.project_id,
+                message.channel.value,
+                message.address_key,
+                str(message.delivery_id),
+            )
+        else:
+            return None
         return unsubscribe.url(self._settings.public_base_url, secret, scope)
 
 
