@@ -373,4 +373,18 @@ def test_an_unsubscribe_token_reaches_only_the_project_it_was_signed_for(
     assert beta_after == beta_before and "news" not in beta_after["categories"]
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT project_id FROM preference")).scalars().all()
+        key = bytes(conn.scalar(text("SELECT address_key('EMAIL', 'ana@example.com')")))
     assert rows == ["alpha"]
+
+    # A token of an email sent to an address alone suppresses it in its project only.
+    address = unsubscribe.AddressScope("alpha", "EMAIL", key, str(uuid.uuid4()))
+    assert (
+        client.post(
+            f"/u/{unsubscribe.sign(UNSUBSCRIBE_SECRET, address)}",
+            data={"List-Unsubscribe": "One-Click"},
+        ).status_code
+        == 200
+    )
+    alpha_entry = client.get(ANA_EMAIL, headers=keys["alpha"])
+    assert alpha_entry.status_code == 200 and alpha_entry.get_json()["reason"] == "unsubscribed"
+    assert client.get(ANA_EMAIL, headers=keys["beta"]).status_code == 404
