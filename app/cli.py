@@ -225,12 +225,14 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     issued = create_api_key(engine, "dev", SCOPES)
     engine.dispose()
     me = [sys.executable, "-m", "app.cli"]
-    # Humans read dev's output: text logs unless LOG_FORMAT says otherwise. WebSocket tokens are
-    # signed with a secret made for this run (unless one is given), shared by the API processes.
+    # Humans read dev's output: text logs unless LOG_FORMAT says otherwise. WebSocket tokens
+    # and unsubscribe links are signed with secrets made for this run (unless given), shared by
+    # the API and worker processes.
     child_env = {
         **os.environ,
         "LOG_FORMAT": os.environ.get("LOG_FORMAT", "text"),
         "WS_TOKEN_SECRET": settings.ws_token_secret or secrets.token_urlsafe(32),
+        "UNSUBSCRIBE_SECRET": settings.unsubscribe_secret or secrets.token_urlsafe(32),
     }
     commands = {
         "api": [*me, "api", "--host", args.host, "--port", str(args.port)],

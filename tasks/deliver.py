@@ -233,8 +233,8 @@ def deliver_ids(context: WorkerContext, delivery_ids: Sequence[str]) -> list[Del
     )
     rows = {row.id: row for row in claimed}
     for row in claimed:
-        if row.status == DeliveryStatus.EXPIRED:
-            _observe(row, DeliveryStatus.EXPIRED.value, row.error_code)
+        if row.status != DeliveryStatus.SENDING:  # settled or deferred at claim: never sent
+            _observe(row, row.status, row.error_code)
     messages = {
         row.id: Message.from_row(row) for row in claimed if row.status == DeliveryStatus.SENDING
     }
@@ -271,6 +271,8 @@ def _observe(row: Any, status: str, error_code: str | None) -> None:
         metrics.NOTIFICATIONS_FAILED.labels(channel, error_code or "unknown").inc()
     elif status == DeliveryStatus.RETRYING:
         metrics.NOTIFICATION_RETRIES.labels(channel).inc()
+    elif status == DeliveryStatus.SKIPPED:
+        metrics.NOTIFICATIONS_SKIPPED.labels(channel, error_code or "unknown").inc()
     with log_context(
         request_id=row.request_id, notification_id=row.notification_id, delivery_id=row.id
     ):

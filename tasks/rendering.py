@@ -24,7 +24,8 @@ from app.core.db import retried_transaction
 from app.core.domain import Channel, DeliveryStatus
 from app.core.settings import Settings
 from app.core.templating import Limits, TemplateProblem, Templating, request_user
-from app.store import deliveries, templates
+from app.core.unsubscribe import UNSUBSCRIBE_PLACEHOLDER
+from app.store import deliveries, templates, users
 from app.store.deliveries import DeliveryResult
 from app.store.templates import LAYOUT, TEMPLATE
 from tasks.channels.base import Message
@@ -48,12 +49,19 @@ def templating(settings: Settings) -> Templating:
 
 
 def recipient_contexts(conn: Connection, rows: Sequence[Any]) -> dict[uuid.UUID, dict[str, Any]]:
-    """``user`` for each templated delivery of the chunk: today what the request said of the
-    recipient (``id``, ``locale``). The recipients' profiles (issue 15) plug in here: one query
-    for the chunk's (project, userId) pairs, whose ``name``, ``locale``, ``data`` ... are merged
-    over these (the profile's locale first, the request's when the profile has none)."""
-    del conn  # the profile lookup's
-    return {row.id: request_user(row.user_id, row.locale) for row in rows}
+    """``user`` for each templated delivery of the chunk: the recipient's profile (``name``,
+    ``email``, ``phone``, ``locale``, ``timezone``, ``data``), read for the whole chunk in one
+    statement, with what the request said over it (``id``; its ``locale`` wins: a caller that
+    names a language for one notification means it)."""
+    keys = {(row.project_id, row.user_id) for row in rows if row.user_id}
+    profiles = users.for_templates(conn, sorted(keys))
+    return {
+        row.id: {
+            **profiles.get((row.project_id, row.user_id), {}),
+            **request_user(row.user_id, row.locale),
+        }
+        for row in rows
+    }
 
 
 def _as_message(message: Message, channel: str, content: Mapping[str, Any]) -> Message:
@@ -105,7 +113,12 @@ def render_chunk(
                     template,
                     row.channel,
                     users[row.id].get("locale"),
-                    {"data": row.data or {}, "user": users[row.id]},
+                    {
+                        "data": row.data or {},
+                        "user": users[row.id],
+                        # The email provider puts the recipient's own link in its place at send.
+                        "unsubscribeUrl": UNSUBSCRIBE_PLACEHOLDER if row.channel == "EMAIL" else "",
+                    },
                     layout,
                 )
             except TemplateProblem as exc:

@@ -37,6 +37,7 @@ SMS_AUTH_TOKEN = "sms-auth-token-for-tests"
 _REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15").rsplit("/", 1)
 TEST_REDIS_URL = f"{_REDIS_URL[0]}/{int(_REDIS_URL[1]) - _WORKER_INDEX}"
 WS_TOKEN_SECRET = "test-only-ws-token-secret-0123456789abcdef"
+UNSUBSCRIBE_SECRET = "test-only-unsubscribe-secret-0123456789abcdef"
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +66,8 @@ def base_settings(database_url: str) -> Settings:
         relay_metrics_port=0,
         worker_metrics_port=0,
         ws_token_secret=WS_TOKEN_SECRET,
+        unsubscribe_secret=UNSUBSCRIBE_SECRET,
+        public_base_url="https://notify.example.com",
     )
 
 

@@ -15,7 +15,7 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from app.api.errors import ApiError
 from app.api.factory import create_app
@@ -84,6 +84,59 @@ def test_scopes_limit_what_a_key_may_do(client: FlaskClient, engine: Engine) -> 
     assert client.get("/api/v1/notifications", headers=sender).status_code == 403
     assert client.get("/api/v1/api-keys", headers=sender).status_code == 403
     assert client.get("/api/v1/api-keys", headers=reader).status_code == 403
+
+
+# Every change to recipients, and a body it accepts; in this order a send key makes each.
+RECIPIENT_CHANGES = [
+    ("PUT", "/api/v1/users/ana", {"email": "ana@example.com"}, 201),
+    ("PATCH", "/api/v1/users/ana", {"name": "Ana"}, 200),
+    ("POST", "/api/v1/users/bulk", {"users": [{"userId": "bob"}]}, 207),
+    ("PUT", "/api/v1/users/ana/preferences", {"channels": {"SMS": False}}, 200),
+    ("PUT", "/api/v1/categories/news", {"required": False}, 201),
+    ("PUT", "/api/v1/suppressions/EMAIL/ana@example.com", {"reason": "manual"}, 201),
+    ("DELETE", "/api/v1/suppressions/EMAIL/ana@example.com", None, 204),
+    ("DELETE", "/api/v1/users/ana", None, 200),
+]
+RECIPIENT_READS = [
+    "/api/v1/users/ana",
+    "/api/v1/users/ana/preferences",
+    "/api/v1/categories",
+    "/api/v1/categories/news",
+    "/api/v1/suppressions",
+    "/api/v1/suppressions/EMAIL/ana@example.com",
+]
+
+
+def test_a_read_key_cannot_change_recipients_and_a_send_key_can(
+    client: FlaskClient, engine: Engine
+) -> None:
+    reader = bearer(create_api_key(engine, "reader", ["read"]).key)
+    sender = bearer(create_api_key(engine, "sender", ["send"]).key)
+
+    refused = [
+        client.open(url, method=method, json=body, headers=reader)
+        for method, url, body, _ in RECIPIENT_CHANGES
+    ]
+    with engine.connect() as conn:
+        written = {
+            table: conn.scalar(text(f"SELECT count(*) FROM {table}"))
+            for table in ("user_profile", "preference", "category", "suppression")
+        }
+    reads = [client.get(url, headers=reader).status_code for url in RECIPIENT_READS]
+    sender_reads = [client.get(url, headers=sender).status_code for url in RECIPIENT_READS]
+    made = [
+        (method, url, client.open(url, method=method, json=body, headers=sender).status_code)
+        for method, url, body, _ in RECIPIENT_CHANGES
+    ]
+
+    assert [r.status_code for r in refused] == [403] * len(RECIPIENT_CHANGES)
+    assert all(r.get_json()["error"]["code"] == "insufficient_scope" for r in refused)
+    assert all("'send'" in r.get_json()["error"]["message"] for r in refused)
+    assert written == dict.fromkeys(written, 0)
+    assert reads == [404, 200, 200, 404, 200, 404]  # read, found nothing yet
+    assert sender_reads == [403] * len(RECIPIENT_READS)
+    assert made == [(method, url, status) for method, url, _, status in RECIPIENT_CHANGES]
+    assert client.get("/api/v1/users/bob", headers=reader).status_code == 200
 
 
 def test_admin_issues_revokes_and_rotates_keys(client: FlaskClient, engine: Engine) -> None:

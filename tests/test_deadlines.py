@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from app.api.factory import create_app
 from app.api.keys import KEY_PREFIX
+from app.core import unsubscribe
 from app.core.settings import Settings
 from tests.helpers.api import SEED
 from tests.helpers.db import status_counts
@@ -45,6 +46,8 @@ NO_DATABASE = {
     "console_page.static",
     "console_page.console_page",
     "websocket.notifications",
+    # The unsubscribe page only verifies its token's signature; the one-click POST writes.
+    "unsubscribe.confirm",
 }
 DEADLINE = 5.0
 
@@ -73,11 +76,16 @@ def call(
     port: int, method: str, path: str, key: str, body: Any = None, timeout: float = 30
 ) -> tuple[int, dict[str, Any], float]:
     """(status, JSON body, seconds taken)."""
+    # A bytes body is a form, as a mail provider's one-click unsubscribe POST is.
+    form = isinstance(body, bytes)
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}{path}",
         method=method,
-        data=None if body is None else orjson.dumps(body),
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        data=body if form or body is None else orjson.dumps(body),
+        headers={
+            "Authorization": f"Bearer {key}",
+            "Content-Type": "application/x-www-form-urlencoded" if form else "application/json",
+        },
     )
     started = time.monotonic()
     try:
@@ -106,21 +114,28 @@ def concurrently(calls: list[tuple[str, str, Any]], port: int, key: str) -> list
 
 
 def every_database_route(settings: Settings) -> list[tuple[str, str, Any]]:
-    """(method, path, body) for every route of the API that reads or writes PostgreSQL."""
+    """(method, path, body) for every route of the API that reads or writes PostgreSQL, each
+    with a body it accepts, so that it reaches the database."""
     some_id = str(uuid.uuid4())
     values = {"notification_id": some_id, "key_id": some_id, "item_id": some_id}
     values |= {
         "user_id": "u1",
         "device_id": some_id,
         "delivery_id": some_id,
-        "key": "k",
+        "key": "news",
         "version": "1",
     }
+    values |= {"channel": "EMAIL", "address": "u1@example.com"}
+    # A genuine token: a forged one is refused (400) before the database is asked.
+    scope = unsubscribe.Scope("default", "u1", "news", "EMAIL")
+    values["token"] = unsubscribe.sign(settings.unsubscribe_secret, scope)
     # Bodies that pass validation, so the route reaches the database.
-    bodies = {
+    bodies: dict[str, Any] = {
         "notifications.submit": SEED,
         "templates.put_template": {"channels": {"SMS": {"body": "b"}}},
         "layouts.put_layout": {"html": "{{ content }}"},
+        "users.bulk": {"users": [{"userId": "u1"}]},
+        "unsubscribe.one_click": b"List-Unsubscribe=One-Click",
     }
     calls = []
     for rule in create_app(settings).url_map.iter_rules():
@@ -129,7 +144,7 @@ def every_database_route(settings: Settings) -> list[tuple[str, str, Any]]:
         path = rule.build({name: values[name] for name in rule.arguments})[1]
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             body = bodies.get(rule.endpoint, {})
-            calls.append((method, path, body if method in {"POST", "PUT"} else None))
+            calls.append((method, path, body if method in {"POST", "PUT", "PATCH"} else None))
     return calls
 
 
@@ -160,6 +175,7 @@ def test_every_route_answers_503_within_5s_when_postgresql_accepts_and_never_ans
     calls = every_database_route(hung)
     assert ("POST", "/api/v1/notifications", SEED) in calls
     assert ("GET", "/api/v1/health/ready", None) in calls
+    assert any(method == "POST" and path.startswith("/u/") for method, path, _ in calls)
 
     # All at once, as callers would keep coming: more of them than the API's pool holds.
     results = concurrently(calls, port, f"{KEY_PREFIX}{'x' * 40}")

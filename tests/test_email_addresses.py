@@ -89,7 +89,7 @@ def test_an_smtp_reply_quoting_the_recipient_is_stored_without_the_address(
         provider(plain).send([message("ghost@example.com"), message("busy@example.com")])
     )
 
-    assert isinstance(outcomes[0], InvalidRecipient) and outcomes[0].code == "smtp_5xx"
+    assert isinstance(outcomes[0], InvalidRecipient) and outcomes[0].code == "smtp_550"
     assert outcomes[1].code == "smtp_4xx"  # type: ignore[union-attr]
     reasons = [o.reason for o in outcomes]  # type: ignore[union-attr]
     assert all("@" not in r for r in reasons), reasons

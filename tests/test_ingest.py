@@ -51,6 +51,7 @@ def new(key_id: uuid.UUID, *, body: str = "hello", idempotency_key: str | None =
         request_hash=b"\x01\x02",
         request_id="req-1",
         type="TRANSACTIONAL",
+        category=None,
         priority="HIGH",
         priority_rank=0,
         recipient_email="someone@example.com",

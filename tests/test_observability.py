@@ -113,7 +113,7 @@ def test_every_process_exports_metrics_that_move_by_the_right_amounts_and_logs_c
     assert value(relay_samples, "celery_queue_depth", queue="email") == 0
     worker_samples = scrape(worker_port)
     assert value(worker_samples, "notifications_delivered_total", channel="EMAIL") == 2
-    failed = value(worker_samples, "notifications_failed_total", channel="EMAIL", reason="smtp_5xx")
+    failed = value(worker_samples, "notifications_failed_total", channel="EMAIL", reason="smtp_550")
     assert failed == 1
     assert value(worker_samples, "notification_retries_total", channel="EMAIL") == 1
     latency = "notification_delivery_latency_seconds_count"

@@ -98,7 +98,7 @@ def test_smtp_550_fails_at_once_with_the_reason(
     delivery = wait_delivery(client, auth, created["id"], "FAILED")
 
     assert delivery["attempts"] == 1
-    assert delivery["errorCode"] == "smtp_5xx"
+    assert delivery["errorCode"] == "smtp_550"
     assert "550" in delivery["lastError"] and "no such mailbox" in delivery["lastError"]
     assert smtp.rcpt_attempts["nobody@example.com"] == 1
     assert smtp.to("nobody@example.com") == []

@@ -44,6 +44,7 @@ def notification(key_id: uuid.UUID, body: str = "hello", data: Any = None) -> Ne
         request_hash=None,
         request_id=None,
         type="TRANSACTIONAL",
+        category=None,
         priority="NORMAL",
         priority_rank=1,
         recipient_email=None,

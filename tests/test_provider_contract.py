@@ -71,7 +71,7 @@ TABLES: dict[str, list[Row]] = {
     "smtp": [
         Row(250, Sent),
         Row(451, Retryable, "smtp_4xx"),
-        Row(550, InvalidRecipient, "smtp_5xx"),
+        Row(550, InvalidRecipient, "smtp_550"),
         Row(554, Permanent, "smtp_5xx"),
         Row(UNREACHABLE, Retryable, "smtp_connection"),
     ],

@@ -229,3 +229,33 @@ def test_a_variable_only_one_translation_uses_is_required_at_accept(
     optional = {"channels": {"SMS": {"body": "{% if data.coupon %}{{ data.coupon }}{% endif %}"}}}
     put_template(client, auth, optional)
     assert post(client, auth, send(**sms)).status_code == 202
+
+
+def test_the_recipients_profile_fills_user_and_the_unsubscribe_link_fills_unsubscribe_url(
+    client: FlaskClient, auth: dict[str, str], processes: Processes, smtp: SmtpStandIn
+) -> None:
+    profile = {"email": "ana@example.com", "name": "Ana Lima", "locale": "fr"}
+    assert client.put("/api/v1/users/ana", json=profile, headers=auth).status_code == 201
+    template = {
+        "channels": {
+            "EMAIL": {
+                "subject": "News for {{ user.name }}",
+                "text": "Hi {{ user.name }}. Leave: {{ unsubscribeUrl }}",
+                "locales": {"fr": {"subject": "Nouvelles", "text": "{{ user.name }}"}},
+            }
+        }
+    }
+    put_template(client, auth, template)
+    processes.relay()
+    processes.worker()
+
+    # The profile gives the address and the name; the request's locale wins over the profile's.
+    marketing = send(type="MARKETING", locale="en", recipientEmail=None)
+    created = post(client, auth, {k: v for k, v in marketing.items() if v is not None})
+    assert created.status_code == 202, created.get_json()
+    wait_delivery(client, auth, created.get_json()["id"], "SENT")
+
+    [received] = smtp.to("ana@example.com")
+    assert received.message["Subject"] == "News for Ana Lima"
+    link = received.message["List-Unsubscribe"].strip("<>")
+    assert received.message.get_content().strip() == f"Hi Ana Lima. Leave: {link}"

@@ -15,6 +15,7 @@ from flask import Flask, Response, g, request
 
 from app.api import (
     api_keys,
+    categories,
     console,
     devices,
     docs,
@@ -22,7 +23,10 @@ from app.api import (
     inbox,
     notifications,
     openapi,
+    suppressions,
     templates,
+    unsubscribe,
+    users,
 )
 from app.api.context import EXTENSION, ApiContext
 from app.api.errors import ApiError, error_response, register_error_handlers
@@ -76,6 +80,10 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(inbox.blueprint, url_prefix="/api/v1/users")
     app.register_blueprint(templates.blueprint, url_prefix="/api/v1/templates")
     app.register_blueprint(templates.layouts_blueprint, url_prefix="/api/v1/layouts")
+    app.register_blueprint(users.blueprint, url_prefix="/api/v1/users")
+    app.register_blueprint(categories.blueprint, url_prefix="/api/v1/categories")
+    app.register_blueprint(suppressions.blueprint, url_prefix="/api/v1/suppressions")
+    app.register_blueprint(unsubscribe.blueprint)
     app.register_blueprint(websocket.blueprint)
     app.register_blueprint(page.blueprint)
     app.register_blueprint(docs.blueprint)

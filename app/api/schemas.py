@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import re
 import uuid
+import zoneinfo
 from datetime import UTC, datetime
+from functools import cache
 from typing import Annotated, Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
@@ -19,11 +21,13 @@ from pydantic import (
     StringConstraints,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from app.core.domain import (
+    CATEGORY_KEY_PATTERN,
     Channel,
     DeliveryStatus,
     DeviceDeliveryStatus,
@@ -31,6 +35,7 @@ from app.core.domain import (
     NotificationType,
     Priority,
     PushPlatform,
+    SuppressionReason,
 )
 from app.core.sms import sms_segments
 
@@ -90,6 +95,8 @@ Locale = Annotated[
 TemplateKey = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", max_length=128)
 ]
+
+CategoryKey = Annotated[str, StringConstraints(pattern=CATEGORY_KEY_PATTERN)]
 
 MAX_DEVICE_TOKENS = 100
 
@@ -234,6 +241,7 @@ class NotificationCreate(_Camel):
 
     type: NotificationType = NotificationType.TRANSACTIONAL
     priority: Priority = Priority.NORMAL
+    category: CategoryKey | None = None
     channels: list[Channel] = Field(min_length=1, max_length=len(Channel))
     recipient_email: Email | None = None
     recipient_phone: E164Phone | None = None
@@ -282,11 +290,12 @@ class NotificationCreate(_Camel):
 
 
 # The request fields each channel delivers to (camelCase names, as the caller wrote them).
-# A channel is satisfied when every group has at least one field present.
+# A channel is satisfied when every group has at least one field present. A ``userId`` stands
+# for an address: the worker takes it from the user's profile when it delivers.
 CHANNEL_REQUIREMENTS: dict[Channel, tuple[tuple[str, ...], ...]] = {
-    Channel.EMAIL: (("recipientEmail",), ("subject",)),
+    Channel.EMAIL: (("recipientEmail", "userId"), ("subject",)),
     Channel.PUSH: (("userId", "deviceTokens"),),
-    Channel.SMS: (("recipientPhone",),),
+    Channel.SMS: (("recipientPhone", "userId"),),
     Channel.WEBHOOK: (("webhookUrl",),),
     Channel.IN_APP: (("userId",),),
 }
@@ -390,6 +399,7 @@ class NotificationView(_Camel):
     id: uuid.UUID
     type: NotificationType
     priority: Priority
+    category: str | None = None
     status: NotificationStatus
     send_at: datetime | None
     expires_at: datetime | None
@@ -820,3 +830,216 @@ class ConsoleSummary(_Camel):
         description="Messages waiting per channel queue; null when Redis did not answer"
     )
     last_minute: OutcomeCounts
+
+
+# --- recipients: profiles, preferences, categories, suppressions -----------------------------
+
+
+@cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _iana_time_zone(value: str) -> str:
+    # Membership in the tz database's names, never a path: ZoneInfo() would open files.
+    if value not in _time_zones():
+        raise PydanticCustomError("timezone", "not an IANA time zone name, e.g. Europe/Lisbon")
+    return value
+
+
+TimeZone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_iana_time_zone)]
+ClockTime = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+MAX_BULK_USERS = 1000
+
+
+class QuietHours(_Camel):
+    """A daily window in the profile's ``timezone`` (UTC without one); may cross midnight."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, serialize_by_alias=True, validate_by_name=True, extra="forbid"
+    )
+
+    start: ClockTime
+    end: ClockTime
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> QuietHours:
+        if self.start == self.end:
+            raise PydanticCustomError("quiet_hours_empty", "start and end must differ")
+        return self
+
+
+class UserProfileWrite(_Camel):
+    """``PUT /users/{userId}`` (replace: absent fields are cleared) and ``PATCH`` (merge: absent
+    fields are kept, ``null`` clears one, ``data`` is merged key by key)."""
+
+    email: Email | None = None
+    phone: E164Phone | None = None
+    name: Annotated[HeaderSafeText, StringConstraints(max_length=200)] | None = None
+    locale: Locale | None = None
+    timezone: TimeZone | None = None
+    quiet_hours: QuietHours | None = None
+    data: dict[str, Any] | None = None
+
+    @field_validator("data")
+    @classmethod
+    def _data_storable(cls, data: dict[str, Any] | None) -> dict[str, Any] | None:
+        if data is not None:
+            _storable_json(data)
+        return data
+
+
+class UserBulkItem(UserProfileWrite):
+    """One user of ``POST /users/bulk``: identified (created, or merged as by ``PATCH``)."""
+
+    user_id: UserId
+
+
+class UserBulkRequest(_Camel):
+    users: list[UserBulkItem] = Field(min_length=1, max_length=MAX_BULK_USERS)
+
+
+class UserBulkEnvelope(_Camel):
+    """The bulk body's outer shape; each user is then validated on its own, so one bad item is
+    refused alone (207)."""
+
+    users: list[Any] = Field(min_length=1, max_length=MAX_BULK_USERS)
+
+
+class _View(_Camel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, serialize_by_alias=True, validate_by_name=True
+    )
+
+
+class UserProfileView(_View):
+    user_id: str
+    email: str | None
+    phone: str | None
+    name: str | None
+    locale: str | None
+    timezone: str | None
+    quiet_hours: QuietHours | None
+    data: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class UserBulkResult(_View):
+    index: int
+    user_id: str | None
+    status: int = Field(description="201 created, 200 merged into an existing profile, 422")
+    error: ErrorDetail | None = None
+
+
+class UserBulkResponse(_View):
+    results: list[UserBulkResult]
+
+
+class ErasureResult(_View):
+    """What ``DELETE /users/{userId}`` removed or redacted."""
+
+    user_id: str
+    profiles: int
+    preferences: int
+    devices: int
+    inbox_items: int
+    notifications_redacted: int
+    deliveries_cancelled: int
+    suppressions_kept: int = Field(description="entries kept by their hash, address removed")
+
+
+class PreferencesWrite(_Camel):
+    """``PUT /users/{userId}/preferences``: replaces the user's preferences."""
+
+    channels: dict[Channel, bool] = {}
+    categories: dict[CategoryKey, bool | dict[Channel, bool]] = {}
+
+
+class PreferencesView(_View):
+    """The effective preferences: every channel, and every declared or mentioned category with
+    every channel, as the worker would judge a MARKETING notification of it."""
+
+    channels: dict[Channel, bool]
+    categories: dict[str, dict[Channel, bool]]
+
+
+class CategoryPath(BaseModel):
+    key: CategoryKey
+
+
+class CategoryWrite(_Camel):
+    required: bool = False
+    default_channels: list[Channel] = Field(default_factory=lambda: list(Channel))
+    description: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+    @field_validator("default_channels")
+    @classmethod
+    def _unique(cls, channels: list[Channel]) -> list[Channel]:
+        if len(set(channels)) != len(channels):
+            raise ValueError("each channel may appear only once")
+        return channels
+
+
+class CategoryView(_View):
+    key: str
+    required: bool
+    default_channels: list[Channel]
+    description: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class CategoryList(_View):
+    items: list[CategoryView]
+
+
+SuppressionChannel = Literal["EMAIL", "SMS"]
+
+
+class SuppressionPath(BaseModel):
+    """``/suppressions/{channel}/{address}``: an e-mail address for EMAIL, E.164 for SMS."""
+
+    channel: SuppressionChannel
+    address: Annotated[str, StringConstraints(min_length=1, max_length=254)]
+
+    @field_validator("address")
+    @classmethod
+    def _address_of_channel(cls, address: str, info: ValidationInfo) -> str:
+        channel = info.data.get("channel")
+        if channel == "EMAIL":
+            return _plain_address(address)
+        if channel == "SMS" and not _E164.fullmatch(address):
+            raise PydanticCustomError("e164", "an SMS address is an E.164 number: +15551234567")
+        return address
+
+
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+class SuppressionWrite(_Camel):
+    reason: SuppressionReason = SuppressionReason.MANUAL
+
+
+class SuppressionQuery(_Camel):
+    model_config = ConfigDict(
+        alias_generator=None, extra="forbid", validate_by_alias=True, validate_by_name=True
+    )
+
+    channel: SuppressionChannel | None = None
+    reason: SuppressionReason | None = None
+    cursor: Annotated[str, StringConstraints(max_length=200)] | None = None
+    limit: int = Field(default=50, ge=1, le=100)
+
+
+class SuppressionView(_View):
+    channel: SuppressionChannel
+    address: str | None = Field(description="Normalised; null once its user was erased")
+    reason: SuppressionReason
+    delivery_id: uuid.UUID | None = Field(description="The delivery whose answer added it")
+    created_at: datetime
+
+
+class SuppressionPage(_View):
+    items: list[SuppressionView]
+    next_cursor: str | None

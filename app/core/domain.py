@@ -47,10 +47,18 @@ class DeliveryStatus(StrEnum):
     FAILED = "FAILED"
     EXPIRED = "EXPIRED"
     CANCELLED = "CANCELLED"
+    # Not sent on purpose, decided at claim: preference_opt_out, suppressed, quiet_hours_expired.
+    SKIPPED = "SKIPPED"
 
 
 TERMINAL_STATUSES = frozenset(
-    {DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.EXPIRED, DeliveryStatus.CANCELLED}
+    {
+        DeliveryStatus.SENT,
+        DeliveryStatus.FAILED,
+        DeliveryStatus.EXPIRED,
+        DeliveryStatus.CANCELLED,
+        DeliveryStatus.SKIPPED,
+    }
 )
 
 
@@ -64,6 +72,23 @@ class NotificationStatus(StrEnum):
     FAILED = "FAILED"
     EXPIRED = "EXPIRED"
     CANCELLED = "CANCELLED"
+    SKIPPED = "SKIPPED"  # every delivery was skipped (consent)
+
+
+# A category key (``category`` of a notification, ``PUT /categories/{key}``).
+CATEGORY_KEY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+
+# Channels whose deliveries go to an address: the ones a profile supplies, the suppression list
+# holds and quiet hours apply to (with PUSH).
+ADDRESS_CHANNELS = (Channel.EMAIL, Channel.SMS)
+
+
+class SuppressionReason(StrEnum):
+    BOUNCE = "bounce"
+    COMPLAINT = "complaint"
+    INVALID_RECIPIENT = "invalid_recipient"
+    MANUAL = "manual"
+    UNSUBSCRIBED = "unsubscribed"
 
 
 class PushPlatform(StrEnum):

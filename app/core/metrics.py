@@ -66,6 +66,12 @@ NOTIFICATIONS_FAILED = Counter(
     "Deliveries that ended FAILED or EXPIRED; reason is the error code",
     ["channel", "reason"],
 )
+NOTIFICATIONS_SKIPPED = Counter(
+    "notifications_skipped",
+    "Deliveries settled SKIPPED at claim, never sent; reason: preference_opt_out, suppressed,"
+    " quiet_hours_expired",
+    ["channel", "reason"],
+)
 NOTIFICATION_RETRIES = Counter(
     "notification_retries", "Delivery attempts that will be retried", ["channel"]
 )

@@ -340,6 +340,19 @@ class Settings:
         " (503). `dev` makes one per run.",
         secret=True,
     )
+    unsubscribe_secret: str = _setting(
+        "UNSUBSCRIBE_SECRET",
+        "",
+        "HMAC key (32+ characters) signing one-click unsubscribe links; empty = emails carry no"
+        " List-Unsubscribe and `/u/{token}` answers 503. `dev` makes one per run.",
+        secret=True,
+    )
+    public_base_url: str = _setting(
+        "PUBLIC_BASE_URL",
+        "http://localhost:8080",
+        "The origin of links put in messages: one-click unsubscribe is"
+        " `{PUBLIC_BASE_URL}/u/{token}`.",
+    )
     ws_token_ttl_seconds: int = _setting(
         "WS_TOKEN_TTL_SECONDS", 120, "Lifetime of a WebSocket token; it is checked at connect."
     )
@@ -448,6 +461,8 @@ class Settings:
             )
         if self.ws_token_secret and len(self.ws_token_secret) < 32:
             raise SettingsError("WS_TOKEN_SECRET: must be at least 32 characters")
+        if self.unsubscribe_secret and len(self.unsubscribe_secret) < 32:
+            raise SettingsError("UNSUBSCRIBE_SECRET: must be at least 32 characters")
         for name in (
             "relay_batch_size",
             "relay_task_chunk",

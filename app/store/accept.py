@@ -25,20 +25,20 @@ _PREPARE = """
     WITH v AS (
         SELECT * FROM json_to_recordset($1) AS v(
             id uuid, project_id text, api_key_id uuid, idempotency_key text, request_hash bytea,
-            request_id text, type text, priority text, priority_rank smallint,
+            request_id text, type text, category text, priority text, priority_rank smallint,
             recipient_email text, recipient_phone text, user_id text, device_tokens jsonb,
             webhook_url text, subject text, body text, html_body text, data jsonb,
             send_at timestamptz, expires_at timestamptz, deliveries json,
             template_key text, template_version integer, layout_version integer, locale text)
     ), n AS (
         INSERT INTO notification (id, project_id, api_key_id, idempotency_key, request_hash,
-                                  request_id, type, priority, recipient_email, recipient_phone,
-                                  user_id, device_tokens, webhook_url, subject, body, html_body,
-                                  data, send_at, expires_at, template_key, template_version,
-                                  layout_version, locale)
+                                  request_id, type, category, priority, recipient_email,
+                                  recipient_phone, user_id, device_tokens, webhook_url, subject,
+                                  body, html_body, data, send_at, expires_at, template_key,
+                                  template_version, layout_version, locale)
         SELECT id, project_id, api_key_id, idempotency_key, request_hash, request_id, type,
-               priority, recipient_email, recipient_phone, user_id, device_tokens, webhook_url,
-               subject, body, html_body, data, send_at, expires_at, template_key,
+               category, priority, recipient_email, recipient_phone, user_id, device_tokens,
+               webhook_url, subject, body, html_body, data, send_at, expires_at, template_key,
                template_version, layout_version, locale
         FROM v
         ON CONFLICT (project_id, idempotency_key) DO NOTHING
@@ -77,6 +77,7 @@ class NewNotification:
     request_hash: bytes | None  # only with an idempotency key: it tells a replay from a reuse
     request_id: str | None
     type: str
+    category: str | None
     priority: str
     priority_rank: int
     recipient_email: str | None

@@ -16,14 +16,17 @@ from app.store import deliveries
 # list by status and showing one notification can never disagree. A PUSH delivery also shows
 # its per-device results (``delivery_device``, written by tasks/channels/push.py).
 _VIEW = """
-    SELECT n.id, n.type, n.priority, n.send_at, n.expires_at, n.created_at, s.status, s.deliveries
+    SELECT n.id, n.type, n.priority, n.category, n.send_at, n.expires_at, n.created_at,
+           s.status, s.deliveries
     FROM notification n
     CROSS JOIN LATERAL (
         SELECT CASE
                  WHEN bool_and(d.status = 'PENDING') THEN 'PENDING'
                  WHEN bool_or(d.status IN ('PENDING', 'QUEUED', 'SENDING', 'RETRYING'))
                       THEN 'PROCESSING'
-                 WHEN bool_and(d.status = 'SENT') THEN 'SENT'
+                 WHEN bool_and(d.status = 'SKIPPED') THEN 'SKIPPED'
+                 -- A skipped delivery was settled on purpose: it does not make a send partial.
+                 WHEN bool_and(d.status IN ('SENT', 'SKIPPED')) THEN 'SENT'
                  WHEN bool_or(d.status = 'SENT') THEN 'PARTIALLY_SENT'
                  WHEN bool_and(d.status = 'CANCELLED') THEN 'CANCELLED'
                  WHEN bool_and(d.status = 'EXPIRED') THEN 'EXPIRED'
@@ -220,6 +223,7 @@ def _as_view(row: Any) -> dict[str, Any]:
         "id": row.id,
         "type": row.type,
         "priority": row.priority,
+        "category": row.category,
         "status": row.status,
         "sendAt": row.send_at,
         "expiresAt": row.expires_at,

@@ -35,6 +35,13 @@ class Message:
     device_tokens: list[str] | None = None
     webhook_url: str | None = None
     data: dict[str, Any] | None = None
+    category: str | None = None
+    # Whether the user may opt out of it (app/store/deliveries.py): an email then carries a
+    # one-click unsubscribe link.
+    opt_outable: bool = False
+    # The suppression-list key of the address, for an email one may opt out of that names no
+    # user: its unsubscribe link suppresses the address (app/core/unsubscribe.py).
+    address_key: bytes | None = field(default=None, repr=False)
     # The HMAC key of the API key that submitted the notification; signs webhook deliveries.
     webhook_secret: str | None = field(default=None, repr=False)
 
@@ -58,6 +65,9 @@ class Message:
             device_tokens=row.device_tokens,
             webhook_url=row.webhook_url,
             data=row.data,
+            category=row.category,
+            opt_outable=bool(row.opt_outable),
+            address_key=None if row.address_key is None else bytes(row.address_key),
             webhook_secret=row.webhook_secret,
         )
 

@@ -6,7 +6,7 @@ Outcome classification (also in the README):
 | ---------------------------------------------- | ----------------- | ----------------- |
 | 250 accepted                                   | sent              |                   |
 | 4xx reply (RCPT, MAIL, DATA), e.g. 451, 452    | retryable         | ``smtp_4xx``      |
-| 550, 551, 553 to RCPT (no such mailbox)        | invalid recipient | ``smtp_5xx``      |
+| 550, 551, 553 to RCPT (no such mailbox)        | invalid recipient | ``smtp_550`` …    |
 | other 5xx reply                                | permanent         | ``smtp_5xx``      |
 | AUTH refused (535)                             | retryable         | ``smtp_auth``     |
 | connect refused, timeout, disconnect, TLS error| retryable         | ``smtp_connection`` |
@@ -14,11 +14,19 @@ Outcome classification (also in the README):
 | an address email-validator refuses             | permanent         | ``smtp_invalid_address`` |
 
 An internationalised domain is sent as IDNA (``xn--``), so only a non-ASCII local part needs
-SMTPUTF8. Addresses in SMTP replies are redacted before a reason is stored.
+SMTPUTF8. Addresses in SMTP replies are redacted before a reason is stored. A dead mailbox
+(``smtp_550``, ``smtp_551``, ``smtp_553``) puts the address on the suppression list (a trigger of
+migration 0010).
+
+An email the recipient may opt out of (app/store/deliveries.py) carries RFC 8058's one-click
+``List-Unsubscribe`` and ``List-Unsubscribe-Post`` headers, and ``{{unsubscribeUrl}}`` in its
+bodies becomes the link: it opts the user out, or, for an email sent to an address alone,
+suppresses the address.
 """
 
 from __future__ import annotations
 
+import html
 import re
 import smtplib
 import ssl
@@ -32,8 +40,10 @@ from typing import Self
 import dkim
 from email_validator import EmailNotValidError, validate_email
 
+from app.core import unsubscribe
 from app.core.process import ProcessContext
 from app.core.settings import Settings
+from app.core.unsubscribe import UNSUBSCRIBE_PLACEHOLDER
 from tasks.channels.base import (
     InvalidRecipient,
     Message,
@@ -111,7 +121,7 @@ def _reply_outcome(code: int, reply: bytes | str, *, at_rcpt: bool) -> Outcome:
     if 400 <= code < 500:
         return Retryable("smtp_4xx", reason)
     if at_rcpt and code in _DEAD_MAILBOX_CODES:
-        return InvalidRecipient("smtp_5xx", reason)
+        return InvalidRecipient(f"smtp_{code}", reason)
     return Permanent("smtp_5xx", reason)
 
 
@@ -197,10 +207,41 @@ class SmtpEmailProvider:
         # recognise the resend as the same message.
         email["Message-ID"] = f"<{message.delivery_id}@{self._domain}>"
         email["X-Notification-Id"] = str(message.notification_id)
-        email.set_content(message.body)
-        if message.html_body:
-            email.add_alternative(message.html_body, subtype="html")
+        link = self.unsubscribe_url(message)
+        body, html_body = message.body, message.html_body
+        if link is not None:
+            email["List-Unsubscribe"] = f"<{link}>"
+            email["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        # The placeholder is where the link goes; an email without one shows nothing there.
+        body = body.replace(UNSUBSCRIBE_PLACEHOLDER, link or "")
+        if html_body:
+            html_body = html_body.replace(UNSUBSCRIBE_PLACEHOLDER, html.escape(link or ""))
+        email.set_content(body)
+        if html_body:
+            email.add_alternative(html_body, subtype="html")
         return email
+
+    def unsubscribe_url(self, message: Message) -> str | None:
+        """The one-click link of an email the recipient may opt out of: the user's, or without
+        a user the address's; None for others, and when no UNSUBSCRIBE_SECRET is set."""
+        secret = self._settings.unsubscribe_secret
+        if not (message.opt_outable and secret):
+            return None
+        scope: unsubscribe.Scope | unsubscribe.AddressScope
+        if message.user_id:
+            scope = unsubscribe.Scope(
+                message.project_id, message.user_id, message.category, message.channel.value
+            )
+        elif message.address_key:
+            scope = unsubscribe.AddressScope(
+                message.project_id,
+                message.channel.value,
+                message.address_key,
+                str(message.delivery_id),
+            )
+        else:
+            return None
+        return unsubscribe.url(self._settings.public_base_url, secret, scope)
 
 
 def wire_address(recipient: str) -> str | None:

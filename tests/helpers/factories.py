@@ -13,6 +13,10 @@ from app.core.domain import Channel, DeliveryStatus, Priority
 
 # Every table a test writes, each listed before the tables it references.
 TABLES = (
+    "suppression",
+    "preference",
+    "category",
+    "user_profile",
     "inbox_item",
     "audit_log",
     "outbox_event",
