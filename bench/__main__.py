@@ -168,6 +168,7 @@ def run(quick: bool) -> tuple[list[Row], list[str]]:
     worker_50 = pipeline.worker_rate(engine, 20_000 // scale, 50, concurrency=8)
     worker_50_wide = pipeline.worker_rate(engine, 20_000 // scale, 50, concurrency=32)
     worker_1 = pipeline.worker_rate(engine, 3_000 // scale, 1, concurrency=8)
+    worker_consent = pipeline.worker_rate(engine, 20_000 // scale, 50, concurrency=8, consent=True)
     worker_templated = pipeline.worker_rate(
         engine, 20_000 // scale, 50, concurrency=8, template=pipeline.BENCH_TEMPLATE
     )
@@ -190,6 +191,17 @@ def run(quick: bool) -> tuple[list[Row], list[str]]:
             naive_worker,
             "—",
             True,
+            "deliveries/s",
+        )
+    )
+    rows.append(
+        Row(
+            "worker deliveries/s, profiles and preferences judged at claim, chunks of 50",
+            worker_consent,
+            "the same without",
+            worker_50,
+            "≥ 85 %",
+            worker_consent >= 0.85 * worker_50,
             "deliveries/s",
         )
     )

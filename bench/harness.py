@@ -77,7 +77,8 @@ def reset(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(
             text(
-                "TRUNCATE audit_log, outbox_event, delivery, notification RESTART IDENTITY CASCADE"
+                "TRUNCATE audit_log, outbox_event, delivery, notification, user_profile, preference"
+                " RESTART IDENTITY CASCADE"
             )
         )
     broker().flushdb()

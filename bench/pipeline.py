@@ -31,6 +31,31 @@ BENCH_TEMPLATE_CONTENT = {
 }
 
 
+def consenting_recipients(engine: Engine) -> None:
+    """Give the backlog's notifications what issue 15 judges at claim: each names a user with a
+    profile (its address comes from there), preferences (SMS off, the category on) and a
+    declared, opt-outable category, so every check runs and every delivery is still sent."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                """
+                INSERT INTO category (project_id, key, default_channels)
+                VALUES ('default', 'news', ARRAY['EMAIL', 'SMS']) ON CONFLICT DO NOTHING;
+                UPDATE notification SET user_id = 'user-' || id, category = 'news',
+                                         recipient_email = NULL;
+                INSERT INTO user_profile (project_id, user_id, email, name, timezone)
+                SELECT 'default', 'user-' || id, id || '@example.com', 'Name', 'Europe/Lisbon'
+                FROM notification ON CONFLICT DO NOTHING;
+                INSERT INTO preference (project_id, user_id, channels, categories)
+                SELECT 'default', 'user-' || id, '{"SMS": false}', '{"news": {"EMAIL": true}}'
+                FROM notification ON CONFLICT DO NOTHING;
+                """
+            )
+        )
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE notification, user_profile, preference, category"))
+
+
 def backlog(engine: Engine, count: int, template: str | None = None) -> None:
     """``count`` due EMAIL notifications with deliveries and outbox rows, as the API writes them
     (the tests' factory), then fresh planner statistics so every stage starts alike. With
@@ -108,11 +133,19 @@ def relay_rate(engine: Engine, rows: int, chunk: int) -> float:
 
 
 def worker_rate(
-    engine: Engine, rows: int, chunk: int, concurrency: int = 8, template: str | None = None
+    engine: Engine,
+    rows: int,
+    chunk: int,
+    concurrency: int = 8,
+    template: str | None = None,
+    consent: bool = False,
 ) -> float:
-    """Deliveries/s of one worker process draining a published backlog (no-op provider)."""
+    """Deliveries/s of one worker process draining a published backlog (no-op provider); with
+    ``consent``, every delivery is judged against its recipient's profile and preferences."""
     harness.reset(engine)
     backlog(engine, rows, template)
+    if consent:
+        consenting_recipients(engine)
     with _relay("relay-prefill", RELAY_TASK_CHUNK=str(chunk)):
         pending = "SELECT count(*) FROM outbox_event WHERE status = 'PENDING'"
         harness.wait_until(lambda: _count(engine, pending) == 0, 300, 0.05)

@@ -240,7 +240,7 @@ def test_a_generated_python_client_drives_every_operation_with_typed_results(
     assert isinstance(refused_key, models.ErrorBody) and refused_key.error.code == "unauthorized"
 
     # The operator console's API: search, history, retry now, summary.
-    smtp.plan("bounce@example.com", 550)  # refused once: FAILED at once, then accepted
+    smtp.plan("bounce@example.com", 554)  # refused once: FAILED at once (554: not a dead mailbox)
     bounced = create.sync(
         client=client,
         body=models.NotificationCreate(
@@ -277,6 +277,56 @@ def test_a_generated_python_client_drives_every_operation_with_typed_results(
     assert isinstance(summary, models.ConsoleSummary)
     assert summary.last_minute.sent >= 3 and summary.last_minute.failed == 1
     assert summary.queue_depths.additional_properties.keys() >= {"email", "inapp"}
+
+    # Recipients: profiles, bulk, categories, preferences, suppressions, erasure.
+    profile = models.UserProfileWrite.from_dict({"email": "rui@example.com", "name": "Rui"})
+    made = op("users.put_user").sync_detailed("rui", client=client, body=profile)
+    assert made.status_code == 201 and made.parsed.email == "rui@example.com"
+    merged = op("users.patch_user").sync(
+        "rui", client=client, body=models.UserProfileWrite.from_dict({"locale": "pt-PT"})
+    )
+    assert (merged.name, merged.locale) == ("Rui", "pt-PT")
+    assert op("users.get_user").sync("rui", client=client).name == "Rui"
+    bulk = op("users.identify_users").sync(
+        client=client,
+        body=models.UserBulkRequest.from_dict({"users": [{"userId": "eva"}, {"userId": "rui"}]}),
+    )
+    assert [(r.user_id, r.status) for r in bulk.results] == [("eva", 201), ("rui", 200)]
+    category = op("categories.put_category").sync(
+        "digest", client=client, body=models.CategoryWrite.from_dict({"required": False})
+    )
+    assert isinstance(category, models.CategoryView) and category.key == "digest"
+    assert op("categories.get_category").sync("digest", client=client).required is False
+    assert [c.key for c in op("categories.list_categories").sync(client=client).items] == ["digest"]
+    chosen = op("users.put_preferences").sync(
+        "rui",
+        client=client,
+        body=models.PreferencesWrite.from_dict({"categories": {"digest": False}}),
+    )
+    effective = op("users.get_preferences").sync("rui", client=client)
+    assert chosen.to_dict() == effective.to_dict()
+    assert (
+        effective.categories.additional_properties["digest"].additional_properties["EMAIL"] is False
+    )
+    suppressed = op("suppressions.put_suppression").sync(
+        models.PutSuppressionChannel.EMAIL,
+        "gone@example.com",
+        client=client,
+        body=models.SuppressionWrite.from_dict({"reason": "complaint"}),
+    )
+    assert isinstance(suppressed, models.SuppressionView)
+    read_back = op("suppressions.get_suppression").sync(
+        models.GetSuppressionChannel.EMAIL, "gone@example.com", client=client
+    )
+    assert read_back.reason.value == "complaint"
+    listed_suppressions = op("suppressions.list_suppressions").sync(client=client)
+    assert [e.address for e in listed_suppressions.items] == ["gone@example.com"]
+    unsuppressed = op("suppressions.delete_suppression").sync_detailed(
+        models.DeleteSuppressionChannel.EMAIL, "gone@example.com", client=client
+    )
+    assert unsuppressed.status_code == 204
+    erased = op("users.erase_user").sync("rui", client=client)
+    assert isinstance(erased, models.ErasureResult) and erased.profiles == 1
 
     # Templates and layouts: versions, preview, archive.
     layout = op("layouts.put_layout").sync(

@@ -147,7 +147,7 @@ def test_console_searches_opens_retries_and_cancels_with_screenshots(
     processes.api(port, API_WORKERS="1")
     api = f"http://127.0.0.1:{port}"
     key = create_api_key(engine, "operator", SCOPES).key
-    smtp.plan("order-1234@example.com", 550)  # refused once (FAILED), accepted when retried
+    smtp.plan("order-1234@example.com", 554)  # refused once (FAILED, not suppressed), then accepted
     _, bounced = call(
         "POST",
         f"{api}/api/v1/notifications",

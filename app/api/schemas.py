@@ -577,9 +577,9 @@ class FieldError(BaseModel):
     field: str
     rule: str
     message: str
-    # Only for a template that does not compile (left out of the body otherwise).
-    line: int | None = None
-    column: int | None = None
+    # Only for a template that does not compile: left out of every body otherwise.
+    line: int | None = Field(default=None, exclude_if=lambda value: value is None)
+    column: int | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class ErrorDetail(BaseModel):
@@ -873,6 +873,19 @@ class UserProfileWrite(_Camel):
     """``PUT /users/{userId}`` (replace: absent fields are cleared) and ``PATCH`` (merge: absent
     fields are kept, ``null`` clears one, ``data`` is merged key by key)."""
 
+    model_config = _example(
+        {
+            "email": "ana@example.com",
+            "phone": "+351912345678",
+            "name": "Ana Lima",
+            "locale": "pt-PT",
+            "timezone": "Europe/Lisbon",
+            "quietHours": {"start": "22:00", "end": "08:00"},
+            "data": {"plan": "pro"},
+        },
+        _Camel.model_config,
+    )
+
     email: Email | None = None
     phone: E164Phone | None = None
     name: Annotated[HeaderSafeText, StringConstraints(max_length=200)] | None = None
@@ -896,6 +909,16 @@ class UserBulkItem(UserProfileWrite):
 
 
 class UserBulkRequest(_Camel):
+    model_config = _example(
+        {
+            "users": [
+                {"userId": "ana", "email": "ana@example.com"},
+                {"userId": "rui", "phone": "+351912345679"},
+            ]
+        },
+        _Camel.model_config,
+    )
+
     users: list[UserBulkItem] = Field(min_length=1, max_length=MAX_BULK_USERS)
 
 
@@ -913,6 +936,22 @@ class _View(_Camel):
 
 
 class UserProfileView(_View):
+    model_config = _example(
+        {
+            "userId": "ana",
+            "email": "ana@example.com",
+            "phone": "+351912345678",
+            "name": "Ana Lima",
+            "locale": "pt-PT",
+            "timezone": "Europe/Lisbon",
+            "quietHours": {"start": "22:00", "end": "08:00"},
+            "data": {"plan": "pro"},
+            "createdAt": "2026-12-04T10:00:00Z",
+            "updatedAt": "2026-12-04T10:00:00Z",
+        },
+        _View.model_config,
+    )
+
     user_id: str
     email: str | None
     phone: str | None
@@ -933,11 +972,35 @@ class UserBulkResult(_View):
 
 
 class UserBulkResponse(_View):
+    model_config = _example(
+        {
+            "results": [
+                {"index": 0, "userId": "ana", "status": 201, "error": None},
+                {"index": 1, "userId": "rui", "status": 200, "error": None},
+            ]
+        },
+        _View.model_config,
+    )
+
     results: list[UserBulkResult]
 
 
 class ErasureResult(_View):
     """What ``DELETE /users/{userId}`` removed or redacted."""
+
+    model_config = _example(
+        {
+            "userId": "ana",
+            "profiles": 1,
+            "preferences": 1,
+            "devices": 2,
+            "inboxItems": 5,
+            "notificationsRedacted": 12,
+            "deliveriesCancelled": 0,
+            "suppressionsKept": 0,
+        },
+        _View.model_config,
+    )
 
     user_id: str
     profiles: int
@@ -952,6 +1015,14 @@ class ErasureResult(_View):
 class PreferencesWrite(_Camel):
     """``PUT /users/{userId}/preferences``: replaces the user's preferences."""
 
+    model_config = _example(
+        {
+            "channels": {"SMS": False},
+            "categories": {"marketing.newsletter": {"EMAIL": False}, "digest": False},
+        },
+        _Camel.model_config,
+    )
+
     channels: dict[Channel, bool] = {}
     categories: dict[CategoryKey, bool | dict[Channel, bool]] = {}
 
@@ -959,6 +1030,28 @@ class PreferencesWrite(_Camel):
 class PreferencesView(_View):
     """The effective preferences: every channel, and every declared or mentioned category with
     every channel, as the worker would judge a MARKETING notification of it."""
+
+    model_config = _example(
+        {
+            "channels": {
+                "EMAIL": True,
+                "SMS": False,
+                "PUSH": True,
+                "WEBHOOK": True,
+                "IN_APP": True,
+            },
+            "categories": {
+                "digest": {
+                    "EMAIL": False,
+                    "SMS": False,
+                    "PUSH": False,
+                    "WEBHOOK": False,
+                    "IN_APP": False,
+                }
+            },
+        },
+        _View.model_config,
+    )
 
     channels: dict[Channel, bool]
     categories: dict[str, dict[Channel, bool]]
@@ -969,6 +1062,11 @@ class CategoryPath(BaseModel):
 
 
 class CategoryWrite(_Camel):
+    model_config = _example(
+        {"required": False, "defaultChannels": ["EMAIL"], "description": "The monthly newsletter"},
+        _Camel.model_config,
+    )
+
     required: bool = False
     default_channels: list[Channel] = Field(default_factory=lambda: list(Channel))
     description: Annotated[str, StringConstraints(max_length=500)] | None = None
@@ -982,6 +1080,18 @@ class CategoryWrite(_Camel):
 
 
 class CategoryView(_View):
+    model_config = _example(
+        {
+            "key": "marketing.newsletter",
+            "required": False,
+            "defaultChannels": ["EMAIL"],
+            "description": "The monthly newsletter",
+            "createdAt": "2026-12-04T10:00:00Z",
+            "updatedAt": "2026-12-04T10:00:00Z",
+        },
+        _View.model_config,
+    )
+
     key: str
     required: bool
     default_channels: list[Channel]
@@ -991,6 +1101,22 @@ class CategoryView(_View):
 
 
 class CategoryList(_View):
+    model_config = _example(
+        {
+            "items": [
+                {
+                    "key": "marketing.newsletter",
+                    "required": False,
+                    "defaultChannels": ["EMAIL"],
+                    "description": "The monthly newsletter",
+                    "createdAt": "2026-12-04T10:00:00Z",
+                    "updatedAt": "2026-12-04T10:00:00Z",
+                }
+            ]
+        },
+        _View.model_config,
+    )
+
     items: list[CategoryView]
 
 
@@ -1018,6 +1144,8 @@ _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 
 
 class SuppressionWrite(_Camel):
+    model_config = _example({"reason": "manual"}, _Camel.model_config)
+
     reason: SuppressionReason = SuppressionReason.MANUAL
 
 
@@ -1033,6 +1161,17 @@ class SuppressionQuery(_Camel):
 
 
 class SuppressionView(_View):
+    model_config = _example(
+        {
+            "channel": "EMAIL",
+            "address": "gone@example.com",
+            "reason": "bounce",
+            "deliveryId": "0b7e4c1a-2f3d-4e5f-8a9b-0c1d2e3f4a5b",
+            "createdAt": "2026-12-04T10:00:00Z",
+        },
+        _View.model_config,
+    )
+
     channel: SuppressionChannel
     address: str | None = Field(description="Normalised; null once its user was erased")
     reason: SuppressionReason
@@ -1041,5 +1180,21 @@ class SuppressionView(_View):
 
 
 class SuppressionPage(_View):
+    model_config = _example(
+        {
+            "items": [
+                {
+                    "channel": "EMAIL",
+                    "address": "gone@example.com",
+                    "reason": "bounce",
+                    "deliveryId": "0b7e4c1a-2f3d-4e5f-8a9b-0c1d2e3f4a5b",
+                    "createdAt": "2026-12-04T10:00:00Z",
+                }
+            ],
+            "nextCursor": None,
+        },
+        _View.model_config,
+    )
+
     items: list[SuppressionView]
     next_cursor: str | None
