@@ -181,3 +181,28 @@ def test_the_console_page_is_served_with_a_strict_policy(client: FlaskClient) ->
 
     assert page.status_code == 200 and "/console/static/console.js" in page.text
     assert "script-src 'self';" in page.headers["Content-Security-Policy"]
+
+
+def test_history_of_a_templated_notification_shows_it_without_a_body_of_its_own(
+    client: FlaskClient, admin: dict[str, str]
+) -> None:
+    template = {
+        "channels": {"EMAIL": {"subject": "Order {{ data.orderId }}", "text": "On its way"}}
+    }
+    assert client.put("/api/v1/templates/order", json=template, headers=admin).status_code == 201
+    created = client.post(
+        "/api/v1/notifications",
+        json={
+            "template": "order",
+            "channels": ["EMAIL"],
+            "recipientEmail": "ana@example.com",
+            "data": {"orderId": 7},
+        },
+        headers=admin,
+    )
+    assert created.status_code == 202, created.get_json()
+
+    history = client.get(f"{CONSOLE}/notifications/{created.get_json()['id']}", headers=admin)
+
+    assert history.status_code == 200, history.get_json()
+    assert history.get_json()["content"]["body"] is None

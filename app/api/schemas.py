@@ -738,7 +738,7 @@ class NotificationContent(_Camel):
     user_id: str | None
     webhook_url: str | None
     subject: str | None
-    body: str
+    body: str | None = Field(description="null when a template renders it per delivery")
     html_body: str | None
     data: dict[str, Any] | None
     request_id: str | None
