@@ -259,3 +259,11 @@ def test_the_recipients_profile_fills_user_and_the_unsubscribe_link_fills_unsubs
     assert received.message["Subject"] == "News for Ana Lima"
     link = received.message["List-Unsubscribe"].strip("<>")
     assert received.message.get_content().strip() == f"Hi Ana Lima. Leave: {link}"
+
+    # Without a locale in the request, the profile's picks the translation.
+    again = {k: v for k, v in send(type="MARKETING").items() if k != "recipientEmail"}
+    created = post(client, auth, again)
+    assert created.status_code == 202, created.get_json()
+    delivery = wait_delivery(client, auth, created.get_json()["id"], "SENT")
+    assert delivery["locale"] == "fr"
+    assert smtp.to("ana@example.com")[1].message["Subject"] == "Nouvelles"
