@@ -17,7 +17,7 @@ from typing import Any
 
 from celery import Task, shared_task
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from app.core import metrics
 from app.core.db import retried_transaction, transaction
@@ -39,7 +39,6 @@ from tasks.channels.base import (
     Retryable,
     Sent,
 )
-from tasks.recorder import Recorder
 from tasks.rendering import render_chunk
 
 log = logging.getLogger(__name__)
@@ -107,7 +106,6 @@ class WorkerContext(ProcessContext):
 
     providers: dict[Channel, Provider]
     leases: Leases
-    recorder: Recorder
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerContext:
@@ -119,7 +117,6 @@ class WorkerContext(ProcessContext):
             process,
             providers=build_providers(process),
             leases=Leases(process.statements, settings.sweeper_lease_seconds),
-            recorder=Recorder(process.statements, settings.sweeper_lease_seconds),
         )
 
 
@@ -222,6 +219,30 @@ def _outcomes(
         metrics.PROVIDER_CALL_DURATION.labels(channel.value).observe(spent)
 
 
+def record(context: WorkerContext, result: DeliveryResult) -> str | None:
+    """Records one outcome with one guarded autocommit statement; returns the status applied
+    (None when this task no longer holds the delivery). Each task thread commits its own:
+    PostgreSQL flushes the commits that arrive together with one WAL write, which a recorder
+    thread batching them client-side did not beat and which added two thread hand-offs per
+    message (bench/RESULTS.md, 2026-12-04 late run). The provider has answered, and a lost
+    outcome would be sent again: a database that is briefly away (a restart, a failover) is
+    waited for up to one lease, about as long as the sweeper leaves the delivery to this task."""
+    deadline = time.monotonic() + context.settings.sweeper_lease_seconds
+    pause = 0.1
+    while True:
+        try:
+            applied = retried_transaction(
+                context.statements, lambda conn: deliveries.record_outcomes(conn, [result])
+            )
+            return applied.get(result.delivery_id)
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("recording delivery %s failed; trying again", result.delivery_id)
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+
 def deliver_ids(context: WorkerContext, delivery_ids: Sequence[str]) -> list[DeliveryResult]:
     """Deliver what this task can claim, each outcome durable before the next message is sent
     (a worker killed at any moment re-sends at most the message this task was sending or
@@ -241,14 +262,14 @@ def deliver_ids(context: WorkerContext, delivery_ids: Sequence[str]) -> list[Del
     # Templated deliveries get their recipient's content (or fail unsent if it cannot render).
     messages, unrenderable = render_chunk(context.statements, context.settings, claimed, messages)
     for failure in unrenderable:
-        status = context.recorder.record(failure)
+        status = record(context, failure)
         _observe(rows[failure.delivery_id], status or "not recorded", failure.error_code)
     if not messages:
         return []
     retry: list[DeliveryResult] = []
     with context.leases.holding(list(messages.values())) as release:
         for result in send_all(context, list(messages.values())):
-            status = context.recorder.record(result)
+            status = record(context, result)
             release(messages[result.delivery_id])
             _observe(
                 rows[result.delivery_id],

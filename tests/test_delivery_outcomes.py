@@ -14,12 +14,10 @@ from typing import Any
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
-from app.core.domain import Channel, DeliveryStatus
+from app.core.domain import Channel
 from app.core.settings import Settings
 from app.store.deliveries import DeliveryResult
 from tasks.deliver import WorkerContext, deliver_ids
-from tasks.recorder import Recorder
-from tests.helpers.db import wait_for_lock_waiter
 from tests.helpers.factories import make_api_key, make_notification
 from tests.helpers.processes import Processes, wait_for
 from tests.helpers.push import push, register, wait_push
@@ -246,40 +244,3 @@ def test_a_chunk_that_takes_longer_than_the_sweeper_lease_is_not_sent_twice(
     with engine.connect() as conn:
         lost = conn.scalar(text("SELECT count(*) FROM audit_log WHERE error_code = 'worker_lost'"))
     assert lost == 0
-
-
-def test_outcomes_that_tasks_answer_while_a_record_is_written_share_the_next_statement(
-    settings: Settings, engine: Engine
-) -> None:
-    made = [make_notification(engine, status="SENDING") for _ in range(8)]
-    ids = [m.deliveries[Channel.EMAIL] for m in made]
-    context = WorkerContext.build(settings)
-    recorder = Recorder(context.statements, patience_seconds=10)
-    applied: dict[uuid.UUID, str | None] = {}
-
-    def record(delivery_id: uuid.UUID) -> None:
-        applied[delivery_id] = recorder.record(DeliveryResult(delivery_id, DeliveryStatus.SENT))
-
-    with engine.connect() as blocker:
-        # The first record waits on this row lock while the seven other tasks hand theirs over.
-        blocker.execute(
-            text("SELECT 1 FROM delivery WHERE id = :id FOR UPDATE"), {"id": str(ids[0])}
-        )
-        first = threading.Thread(target=record, args=(ids[0],))
-        first.start()
-        wait_for_lock_waiter(engine)
-        others = [threading.Thread(target=record, args=(i,)) for i in ids[1:]]
-        for thread in others:
-            thread.start()
-        time.sleep(0.5)  # every other task has handed its outcome over by now
-        blocker.rollback()
-    for thread in [first, *others]:
-        thread.join(10)
-    context.close()
-
-    assert applied == {i: "SENT" for i in ids}
-    with engine.connect() as conn:
-        # now() is the transaction's start: one value per statement that recorded these rows.
-        distinct = "SELECT count(DISTINCT updated_at) FROM delivery WHERE id = ANY(:ids)"
-        statements = conn.scalar(text(distinct), {"ids": ids})
-    assert statements == 2
