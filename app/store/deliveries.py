@@ -81,8 +81,8 @@ _CLAIM_FOR_SENDING = text(
                    END AS address,
                    n.type <> 'SYSTEM' AND (n.type = 'MARKETING' OR n.category IS NOT NULL)
                        AND NOT COALESCE(c.required, false) AS opt_outable,
-                   CASE WHEN n.priority <> 'HIGH' AND n.type <> 'SYSTEM'
-                             AND d.channel IN ('EMAIL', 'SMS', 'PUSH')
+                   CASE WHEN u.quiet_start IS NOT NULL AND n.priority <> 'HIGH'
+                             AND n.type <> 'SYSTEM' AND d.channel IN ('EMAIL', 'SMS', 'PUSH')
                         THEN quiet_hours_end(u.timezone, u.quiet_start, u.quiet_end,
                                              COALESCE(CAST(:at AS timestamptz), now()))
                    END AS quiet_end
