@@ -5,8 +5,8 @@ version it was accepted with, and each delivery keeps the content rendered for i
 archived; ``template_version`` every version's content (JSON), never changed once written.
 Templates and layouts share the two tables (``kind``), as they share their routes' rules.
 
-Revision ID: 0012
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 """
 
 from alembic import op
