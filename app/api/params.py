@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Response
+from flask import Blueprint, Response, send_from_directory
 from pydantic import BaseModel, ValidationError
 
 from app.api.errors import ApiError
@@ -122,3 +122,23 @@ def query_cursor(raw: str | None, decode: Callable[[str], P]) -> P | None:
             [FieldError(field="cursor", rule="cursor", message="not a cursor from this API")],
             where="query string",
         ) from None
+
+
+# The service's own pages (/inbox, /console) load only their own files and keep the key they are
+# given in memory: nothing else may run, load, embed them or learn where they were opened from.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self';"
+        " img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+def static_page(blueprint: Blueprint, filename: str) -> Response:
+    """``filename`` from ``blueprint``'s static folder, with the pages' security headers."""
+    response = send_from_directory(blueprint.static_folder or "", filename)
+    response.headers.update(_PAGE_HEADERS)
+    return response

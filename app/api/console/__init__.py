@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 
 import redis
-from flask import Blueprint, Response, g, request, send_from_directory
+from flask import Blueprint, Response, g, request
 
 from app.api.auth import require_api_key
 from app.api.context import api_context
 from app.api.errors import ApiError
 from app.api.openapi import operation, tag
-from app.api.params import json_response, path_uuid, query_cursor, validate
+from app.api.params import json_response, path_uuid, query_cursor, static_page, validate
 from app.api.schemas import ConsoleQuery, ConsoleSummary, NotificationHistory, NotificationPage
 from app.core.db import transaction
 from app.core.domain import Channel
@@ -155,19 +155,6 @@ def _depth(client: redis.Redis, queue: str) -> int | None:
         return None  # the page says "unknown"; the rest of the header still answers
 
 
-_SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self';"
-        " img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    ),
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
-}
-
-
 @page.get("/console")
 def console_page() -> Response:
-    response = send_from_directory(page.static_folder or "", "console.html")
-    response.headers.update(_SECURITY_HEADERS)
-    return response
+    return static_page(page, "console.html")

@@ -8,23 +8,13 @@ link that fills both in through the URL fragment, which browsers never send to t
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, send_from_directory
+from flask import Blueprint, Response
+
+from app.api.params import static_page
 
 blueprint = Blueprint("page", __name__, static_folder="static", static_url_path="/inbox/static")
-
-_SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self';"
-        " img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    ),
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
-}
 
 
 @blueprint.get("/inbox")
 def inbox_page() -> Response:
-    response = send_from_directory(blueprint.static_folder or "", "inbox.html")
-    response.headers.update(_SECURITY_HEADERS)
-    return response
+    return static_page(blueprint, "inbox.html")
